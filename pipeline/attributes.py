@@ -1,0 +1,132 @@
+"""The attribute schema every captioner fills in, and the sentence-level caption rendered from it.
+
+One schema for all backends (the catalogue's own tags now, MLLMs later) so that triplet generation and the
+reference prompt never depend on which backend wrote the attributes. The closed vocabularies double as the
+enums of an MLLM's structured-output JSON schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CATEGORIES = ("dress", "shirt", "toptee")
+
+COLORS = (
+    "black", "white", "grey", "red", "pink", "orange", "yellow", "green", "blue", "navy", "purple", "brown",
+    "beige",
+)
+PATTERNS = ("solid", "striped", "dotted", "checked", "floral", "graphic")
+PATTERN_NOUNS = {"striped": "stripes", "dotted": "dots", "checked": "checks", "floral": "flowers", "graphic": "print"}
+SLEEVES = ("sleeveless", "short sleeves", "long sleeves")
+NECKLINES = ("round neck", "v-neck", "square neck", "high neck")
+# Ordered shortest to longest within each category, so "shorter"/"longer" can be derived from the index.
+LENGTHS_BY_CATEGORY = {
+    "dress": ("mini", "knee-length", "maxi"),
+    "shirt": ("cropped", "hip-length", "tunic-length"),
+    "toptee": ("cropped", "hip-length", "tunic-length"),
+}
+LENGTHS = tuple(dict.fromkeys(v for values in LENGTHS_BY_CATEGORY.values() for v in values))
+
+# Fields that can differ between two garments of one category; used to pair images into generated triplets.
+COMPARABLE_FIELDS = ("color", "pattern", "accent", "sleeves", "neckline", "length")
+
+_NOUN = {"dress": "dress", "shirt": "shirt", "toptee": "top"}
+
+
+@dataclass(frozen=True)
+class Attributes:
+    """Structured, attribute-aware description of one garment image."""
+
+    category: str
+    colors: tuple[str, ...] = ()
+    pattern: str | None = None
+    material: str | None = None
+    sleeves: str | None = None
+    neckline: str | None = None
+    length: str | None = None
+    fit: str | None = None
+    details: tuple[str, ...] = field(default=())
+
+    @property
+    def color(self) -> str | None:
+        """The main colour (the first listed)."""
+        return self.colors[0] if self.colors else None
+
+    @property
+    def accent(self) -> str | None:
+        """The colour of the pattern; only meaningful on a patterned garment."""
+        if self.pattern in (None, "solid") or len(self.colors) < 2:
+            return None
+        return self.colors[1]
+
+    def value(self, name: str) -> str | None:
+        """The value of one of COMPARABLE_FIELDS."""
+        return getattr(self, name)
+
+    def differing_fields(self, other: Attributes) -> list[str]:
+        return [name for name in COMPARABLE_FIELDS if self.value(name) != other.value(name)]
+
+    def sentence(self) -> str:
+        """Sentence-level, attribute-aware caption, e.g. 'a navy striped dress with white stripes, long sleeves,
+        a v-neck and a knee-length cut'."""
+        head = " ".join(w for w in (self.color, self.material, _pattern_adjective(self.pattern),
+                                    _NOUN.get(self.category, self.category)) if w)
+        parts: list[str] = []
+        if self.accent:
+            parts.append(f"{self.accent} {PATTERN_NOUNS[self.pattern]}" if self.pattern in PATTERN_NOUNS
+                         else f"{self.accent} details")
+        if self.sleeves:
+            parts.append("no sleeves" if self.sleeves == "sleeveless" else self.sleeves)
+        if self.neckline:
+            parts.append(f"a {self.neckline}")
+        if self.length:
+            parts.append(f"a {self.length} cut")
+        if self.fit:
+            parts.append(f"a {self.fit} fit")
+        parts.extend(self.details)
+        if not parts:
+            return f"a {head}"
+        tail = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return f"a {head} with {tail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["colors"] = list(self.colors)
+        data["details"] = list(self.details)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attributes:
+        return cls(**{**data, "colors": tuple(data.get("colors") or ()), "details": tuple(data.get("details") or ())})
+
+
+
+
+def _pattern_adjective(pattern: str | None) -> str | None:
+    return None if pattern in (None, "solid") else pattern
+
+
+def attributes_from_tags(category: str, tags: list[str]) -> Attributes:
+    """Map a garment's tag words onto the schema by vocabulary; words outside it become details.
+
+    Colours are kept in the order they are listed (the first is the main colour), as the catalogue writes them.
+    """
+    colors: list[str] = []
+    fields: dict[str, str] = {}
+    details: list[str] = []
+    vocab = {"pattern": PATTERNS, "sleeves": SLEEVES, "neckline": NECKLINES, "length": LENGTHS}
+    for raw in tags:
+        word = raw.strip().lower()
+        if not word:
+            continue
+        if word in COLORS:
+            colors.append(word)
+            continue
+        for name, values in vocab.items():
+            if word in values and name not in fields:
+                fields[name] = word
+                break
+        else:
+            details.append(word)
+    return Attributes(category=category, colors=tuple(colors), details=tuple(details), **fields)

@@ -1,0 +1,54 @@
+"""Persistent per-image caption cache, keyed by image content and the captioner's signature.
+
+SQLite, committed after every batch: a killed run keeps every caption finished so far, and a repeated run with the
+same backend, model and prompt asks the backend for nothing. Keying by content (not file name) means a re-downloaded
+or renamed image keeps its caption, and a changed image gets a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+from pipeline.attributes import Attributes
+from pipeline.captioning.base import Caption
+
+
+def image_digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class CaptionCache:
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path))
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS captions (image_digest TEXT, signature TEXT, attributes TEXT, raw TEXT,"
+            " PRIMARY KEY (image_digest, signature))")
+        self._db.commit()
+
+    def get_many(self, digests: list[str], signature: str) -> dict[str, Caption]:
+        found: dict[str, Caption] = {}
+        for start in range(0, len(digests), 500):
+            chunk = digests[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT image_digest, attributes, raw FROM captions WHERE signature = ? AND image_digest IN "
+                f"({','.join('?' * len(chunk))})", [signature, *chunk])
+            for digest, attributes, raw in rows:
+                found[digest] = Caption(Attributes.from_dict(json.loads(attributes)), raw)
+        return found
+
+    def put_many(self, items: list[tuple[str, Caption]], signature: str) -> None:
+        """Store and commit a batch of captions at once."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)",
+            [(digest, signature, json.dumps(c.attributes.to_dict()), c.raw) for digest, c in items])
+        self._db.commit()
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,23 @@
+"""The `catalog` backend: attribute-aware captions from the dataset's own attribute tags (no model).
+
+The offline default: it needs no GPU and no weights, and on the demo catalogue its tags are exact, so it is the
+upper bound that MLLM backends are compared against.
+"""
+
+from __future__ import annotations
+
+from pipeline.attributes import Attributes, attributes_from_tags
+from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
+
+
+class CatalogCaptioner(Captioner):
+    backend = "catalog"
+    model = "dataset-tags"
+    prompt_version = "tags-v1"
+
+    def caption(self, batch: list[ImageToCaption]) -> list[Caption | CaptionFailure]:
+        results: list[Caption | CaptionFailure] = []
+        for item in batch:
+            attributes: Attributes = attributes_from_tags(item.category, list(item.tags))
+            results.append(Caption(attributes, raw=" | ".join(item.tags)))
+        return results

@@ -1,0 +1,101 @@
+"""Caption every image of a dataset through the cache: resumable, batched, with progress and a report."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.captioning import build_captioner
+from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
+from pipeline.captioning.cache import CaptionCache, image_digest
+from pipeline.config import CaptionParams, DataParams
+from pipeline.data.fashioniq import FashionIQ
+from pipeline.io import write_json, write_parquet
+
+
+def is_decodable(path: str | Path) -> bool:
+    try:
+        with Image.open(io.BytesIO(Path(path).read_bytes())) as image:
+            image.convert("RGB")
+        return True
+    except Exception:  # Pillow raises many types for broken files; all mean "skip this image"
+        return False
+
+
+def caption_images(
+    images: pd.DataFrame, tags: dict[str, list[str]], captioner: Captioner, cache: CaptionCache, batch_size: int,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Captions for `images` (columns name, category, split, path), and counts for the stage report.
+
+    Cached captions are reused; the rest go to the backend in batches, each batch committed to the cache before
+    the next starts. Corrupt images and backend failures are skipped, counted and listed, never fatal.
+    """
+    signature = captioner.signature
+    digests = [image_digest(p) for p in tqdm(images["path"], desc="hash", unit="img", mininterval=2)]
+    cached = cache.get_many(digests, signature)
+    counts: Counter[str] = Counter(images=len(images), cached=sum(d in cached for d in digests))
+
+    todo = [i for i, d in enumerate(digests) if d not in cached]
+    results: dict[str, Caption] = dict(cached)
+    failures: list[tuple[str, str]] = []
+    progress = tqdm(total=len(todo), desc=f"caption[{captioner.backend}]", unit="img", mininterval=2)
+    for start in range(0, len(todo), batch_size):
+        indices = todo[start:start + batch_size]
+        batch: list[tuple[int, ImageToCaption]] = []
+        for i in indices:
+            row = images.iloc[i]
+            if not is_decodable(row["path"]):
+                counts["corrupt"] += 1
+                failures.append((row["name"], "image could not be decoded"))
+                continue
+            batch.append((i, ImageToCaption(row["name"], row["category"], Path(row["path"]),
+                                            tuple(tags.get(row["name"], ())))))
+        outputs = captioner.caption([item for _, item in batch]) if batch else []
+        fresh: list[tuple[str, Caption]] = []
+        for (i, item), output in zip(batch, outputs, strict=True):
+            if isinstance(output, CaptionFailure):
+                counts["failed"] += 1
+                failures.append((item.name, output.reason))
+            else:
+                fresh.append((digests[i], output))
+        cache.put_many(fresh, signature)
+        results.update(fresh)
+        counts["captioned"] += len(fresh)
+        progress.update(len(indices))
+    progress.close()
+
+    keep = [i for i, d in enumerate(digests) if d in results]
+    table = images.iloc[keep].reset_index(drop=True).copy()
+    captions = [results[digests[i]] for i in keep]
+    table["caption"] = [c.text for c in captions]
+    table["attributes"] = [json.dumps(c.attributes.to_dict(), sort_keys=True) for c in captions]
+    table["backend"] = captioner.backend
+    table["model"] = captioner.model
+    counts["untagged"] = sum(not tags.get(name) for name in table["name"])
+    report = dict(counts)
+    report["failures"] = [{"name": n, "reason": r} for n, r in failures[:100]]
+    return table, report
+
+
+
+def caption_stage(data: DataParams, caption: CaptionParams, out_dir: Path) -> dict[str, object]:
+    """The `caption` stage: every train and val image of the dataset, captioned through the cache."""
+    dataset = FashionIQ(Path(data.root), data.categories)
+    images = pd.concat([dataset.images("train"), dataset.images("val")], ignore_index=True)
+    tags = {**dataset.tags("train"), **dataset.tags("val")}
+    cache = CaptionCache(out_dir / "cache.sqlite")
+    try:
+        table, report = caption_images(images, tags, build_captioner(caption), cache, caption.batch_size)
+    finally:
+        cache.close()
+    write_parquet(out_dir / "captions.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    report = {**report, "missing": dataset.missing}
+    write_json(out_dir / "report.json", report)
+    return report

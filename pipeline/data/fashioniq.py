@@ -1,0 +1,109 @@
+"""Reader for FashionIQ's official on-disk layout (the demo catalogue is written in the same layout).
+
+    <root>/captions/cap.<category>.<split>.json       [{"candidate", "target", "captions": [c1, c2]}, ...]
+    <root>/image_splits/split.<category>.<split>.json [name, ...]
+    <root>/images/<name>.<ext>
+    <root>/tags/asin2attr.<category>.<split>.json     optional: {name: [[texture], [fabric], [shape], [part], [style]]}
+
+Missing images are normal in FashionIQ downloads (dead product links): they are counted, the pairs that need
+them are dropped, and the counts go into the stage's report. A wrong root or a whole missing split stops with one
+sentence that says which layout was expected.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+LAYOUT = "captions/cap.<category>.<split>.json, image_splits/split.<category>.<split>.json and images/<name>.<ext>"
+
+
+@dataclass
+class FashionIQ:
+    root: Path
+    categories: list[str]
+    missing: dict[str, int] = field(default_factory=dict)  # report: what was dropped and why
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.root.is_dir():
+            raise PipelineError(f"data.root = '{self.root}' does not exist; expected a FashionIQ-layout dataset "
+                                f"({LAYOUT}).")
+        for sub in ("captions", "image_splits", "images"):
+            if not (self.root / sub).is_dir():
+                raise PipelineError(f"data.root = '{self.root}' has no '{sub}/' folder; expected FashionIQ's layout "
+                                    f"({LAYOUT}).")
+
+    def _load(self, kind: str, category: str, split: str) -> object:
+        name = {"captions": f"cap.{category}.{split}.json", "image_splits": f"split.{category}.{split}.json"}[kind]
+        path = self.root / kind / name
+        if not path.is_file():
+            raise PipelineError(f"{path} is missing; data.categories asks for '{category}', so FashionIQ's layout "
+                                f"needs this file ({LAYOUT}).")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PipelineError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+
+    @cached_property
+    def image_paths(self) -> dict[str, Path]:
+        """Every image file under images/, by name without extension."""
+        return {p.stem: p for p in sorted((self.root / "images").iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+
+    def images(self, split: str) -> pd.DataFrame:
+        """The image split of every category: columns name, category, split, path. Missing files are dropped."""
+        rows = []
+        for category in self.categories:
+            names = self._load("image_splits", category, split)
+            if not isinstance(names, list):
+                raise PipelineError(f"image_splits/split.{category}.{split}.json must be a list of image names.")
+            absent = 0
+            for name in names:
+                path = self.image_paths.get(name)
+                if path is None:
+                    absent += 1
+                    continue
+                rows.append((name, category, split, str(path)))
+            self.missing[f"{category}.{split}.images_missing"] = absent
+        return pd.DataFrame(rows, columns=["name", "category", "split", "path"])
+
+    def pairs(self, split: str) -> pd.DataFrame:
+        """Annotated pairs: columns category, split, candidate, target, caption1, caption2.
+
+        Pairs whose reference or target image is missing are dropped and counted.
+        """
+        rows = []
+        for category in self.categories:
+            entries = self._load("captions", category, split)
+            dropped = 0
+            for i, entry in enumerate(entries):  # type: ignore[arg-type]
+                try:
+                    candidate, target, captions = entry["candidate"], entry["target"], entry["captions"]
+                except (KeyError, TypeError):
+                    raise PipelineError(f"captions/cap.{category}.{split}.json entry {i} lacks 'candidate', "
+                                        f"'target' or 'captions'.") from None
+                if candidate not in self.image_paths or target not in self.image_paths:
+                    dropped += 1
+                    continue
+                first, second = (list(captions) + ["", ""])[:2]
+                rows.append((category, split, candidate, target, first.strip(), second.strip()))
+            self.missing[f"{category}.{split}.pairs_dropped"] = dropped
+        return pd.DataFrame(rows, columns=["category", "split", "candidate", "target", "caption1", "caption2"])
+
+    def tags(self, split: str) -> dict[str, list[str]]:
+        """Attribute tags by image name, flattened over FashionIQ's five tag groups; empty where not shipped."""
+        tags: dict[str, list[str]] = {}
+        for category in self.categories:
+            path = self.root / "tags" / f"asin2attr.{category}.{split}.json"
+            if not path.is_file():
+                continue
+            for name, groups in json.loads(path.read_text()).items():
+                tags[name] = [word for group in groups for word in group if word]
+        return tags

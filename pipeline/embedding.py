@@ -1,0 +1,30 @@
+"""The `embed` stage: static features of every image and query text from the frozen base model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import EmbedParams, ModelParams
+from pipeline.data.images import decode_images
+from pipeline.features import image_features, text_features, write_features
+from pipeline.io import write_json
+from pipeline.models import create_model, image_loader, tokenizer_for
+
+
+def embed_stage(model_params: ModelParams, params: EmbedParams, seed: int, captions_path: Path,
+                triplets_dir: Path, out_dir: Path) -> dict[str, int]:
+    model = create_model(model_params, seed)
+    images = pd.read_parquet(captions_path)
+    pixels, failed = decode_images(images["path"].tolist(), image_loader(model))
+    images = images.drop(index=images.index[failed]).reset_index(drop=True)
+    write_features(out_dir / "images.parquet", images[["name", "category", "split"]],
+                   image_features(model, pixels, params.batch_size).numpy())
+    triplets = pd.concat([pd.read_parquet(triplets_dir / f"{s}.parquet") for s in ("train", "val")],
+                         ignore_index=True)
+    texts = text_features(model, tokenizer_for(model_params), triplets["query_text"].tolist(), params.batch_size)
+    write_features(out_dir / "queries.parquet", triplets[["triplet_id", "split"]], texts.numpy())
+    report = {"images": len(images), "undecodable_images": len(failed), "queries": len(triplets)}
+    write_json(out_dir / "report.json", report)
+    return report

@@ -1,0 +1,155 @@
+"""open_clip model loading and composed-query encoding.
+
+Every encoder is an open_clip model: any architecture and pretrained tag, a local checkpoint path, or the tiny
+demo architecture registered from this package's `model_configs/`. `RetrievalModel` wraps it with the query
+composition (sum of normalised features, or CLIP4Cir's combiner) and takes pre-decoded uint8 image tensors, so
+decoding happens once per stage rather than once per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import transforms
+
+from pipeline.config import ModelParams
+from pipeline.errors import PipelineError
+from pipeline.io import atomic_path
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+QueryMode = Literal["composed", "text", "image"]
+
+
+def _register_builtin_configs() -> None:
+    if not set(p.stem for p in CONFIG_DIR.glob("*.json")) <= set(open_clip.list_models()):
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+class Combiner(nn.Module):
+    """CLIP4Cir's combiner: a learned mixture of image and text features plus a gated residual of each."""
+
+    def __init__(self, dim: int, projection_dim: int, hidden_dim: int):
+        super().__init__()
+        self.text_projection = nn.Linear(dim, projection_dim)
+        self.image_projection = nn.Linear(dim, projection_dim)
+        self.dropout = nn.Dropout(0.5)
+        self.combiner_layer = nn.Linear(2 * projection_dim, hidden_dim)
+        self.output_layer = nn.Linear(hidden_dim, dim)
+        self.dynamic_scalar = nn.Sequential(nn.Linear(2 * projection_dim, hidden_dim), nn.ReLU(), nn.Dropout(0.5),
+                                            nn.Linear(hidden_dim, 1), nn.Sigmoid())
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        projected = torch.cat([self.dropout(F.relu(self.text_projection(text))),
+                               self.dropout(F.relu(self.image_projection(image)))], dim=-1)
+        combined = self.output_layer(self.dropout(F.relu(self.combiner_layer(projected))))
+        gate = self.dynamic_scalar(projected)
+        return combined + gate * text + (1 - gate) * image
+
+
+class RetrievalModel(nn.Module):
+    """A CLIP model plus query composition; every output feature is L2-normalised."""
+
+    def __init__(self, clip: nn.Module, composition: Literal["sum", "combiner"]):
+        super().__init__()
+        self.clip = clip
+        self.composition = composition
+        dim = int(clip.text_projection.shape[1]) if isinstance(clip.text_projection, torch.Tensor) \
+            else int(clip.text_projection.out_features)
+        self.embed_dim = dim
+        self.combiner = Combiner(dim, 4 * dim, 8 * dim) if composition == "combiner" else None
+        cfg = clip.visual.preprocess_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised features."""
+        x = (pixels.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
+        return F.normalize(self.clip.encode_image(x), dim=-1)
+
+    def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.clip.encode_text(tokens.to(self.mean.device)), dim=-1)
+
+    def compose(self, image: torch.Tensor, text: torch.Tensor, mode: QueryMode = "composed") -> torch.Tensor:
+        """Composed query from normalised reference-image and text features."""
+        if mode == "text":
+            return text
+        if mode == "image":
+            return image
+        if self.combiner is not None:
+            return F.normalize(self.combiner(image, text), dim=-1)
+        return F.normalize(image + text, dim=-1)
+
+    def trainable_query_side(self) -> list[nn.Parameter]:
+        """The parameters stage 2 trains: the text tower and the combiner; the image tower stays frozen."""
+        visual = {id(p) for p in self.clip.visual.parameters()}
+        return [p for n, p in self.named_parameters() if id(p) not in visual and n != "clip.logit_scale"
+                and not n.startswith("clip.logit_bias")]
+
+
+def create_clip(params: ModelParams, seed: int) -> nn.Module:
+    """The base open_clip model: pretrained tag, local checkpoint, or random init seeded by `seed`."""
+    _register_builtin_configs()
+    if params.arch not in open_clip.list_models():
+        raise PipelineError(f"model.arch = '{params.arch}' is not an open_clip architecture; allowed: any name in "
+                            f"open_clip.list_models() or a JSON config in {CONFIG_DIR}.")
+    pretrained = params.pretrained or None
+    if pretrained and ("/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))) \
+            and not Path(pretrained).exists():
+        raise PipelineError(f"model.pretrained = '{pretrained}' looks like a path but no such file exists.")
+    torch.manual_seed(seed)
+    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on purpose-built random inits
+    try:
+        return open_clip.create_model(params.arch, pretrained=pretrained)
+    except Exception as exc:  # download/parse failures come in many types; one sentence for all of them
+        raise PipelineError(f"could not load model.pretrained = '{pretrained}' for model.arch = '{params.arch}': "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from exc
+
+
+def create_model(params: ModelParams, seed: int) -> RetrievalModel:
+    clip = create_clip(params, seed)
+    torch.manual_seed(seed + 1)
+    return RetrievalModel(clip, params.composition)
+
+
+def tokenizer_for(params: ModelParams):
+    _register_builtin_configs()
+    return open_clip.get_tokenizer(params.arch)
+
+
+def image_loader(model: RetrievalModel) -> transforms.Compose:
+    """The architecture's own preprocessing up to (not including) normalisation, producing uint8 tensors."""
+    cfg = model.clip.visual.preprocess_cfg
+    full = open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
+                                     resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"])
+    steps = [t for t in full.transforms if not isinstance(t, transforms.Normalize)]
+    return transforms.Compose([*steps, transforms.Lambda(lambda x: (x * 255).round().to(torch.uint8))])
+
+
+def save_checkpoint(directory: str | Path, model: RetrievalModel, params: ModelParams) -> None:
+    """A state dict (loadable with weights_only=True) plus the model params needed to rebuild the module."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save(model.state_dict(), tmp / "model.pt")
+        (tmp / "model.json").write_text(json.dumps(params.model_dump(), indent=2) + "\n")
+
+
+def load_checkpoint(directory: str | Path, params: ModelParams) -> RetrievalModel:
+    directory = Path(directory)
+    path = directory / "model.pt"
+    if not path.is_file():
+        raise PipelineError(f"{path} is missing; run the stage that writes it first (dvc repro).")
+    saved = json.loads((directory / "model.json").read_text())
+    if saved.get("arch") != params.arch or saved.get("composition") != params.composition:
+        raise PipelineError(f"{directory} holds a '{saved.get('arch')}'/{saved.get('composition')} model but "
+                            f"model.* asks for '{params.arch}'/{params.composition}; re-run dvc repro.")
+    model = RetrievalModel(create_clip(ModelParams(arch=params.arch, pretrained="",
+                                                   composition=params.composition), seed=0), params.composition)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model

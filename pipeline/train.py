@@ -1,0 +1,99 @@
+"""The one training loop both stages use: AdamW, linear warm-up then cosine decay, DVCLive curves.
+
+A stage supplies what differs (which parameters train, how a batch of indices becomes a loss, what to validate
+after each epoch); the loop owns everything else, so the two stages cannot drift apart in optimiser details.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.config import TrainParams
+
+
+def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Shuffled batches of row indices; a last batch of one row is dropped (a contrastive loss needs two)."""
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        batch = order[start:start + batch_size]
+        if len(batch) >= 2:
+            yield batch
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 else 0)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = int(total_steps * warmup_fraction)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def make_optimizer(parameters: list[nn.Parameter], params: TrainParams) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases, norms, embeddings' scales)."""
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
+
+
+def open_live(directory: str | Path) -> Live:
+    """DVCLive writing curves under `directory`; DVC (not DVCLive) owns dvc.yaml and experiments."""
+    return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def train(
+    parameters: list[nn.Parameter],
+    batch_loss: Callable[[np.ndarray, np.random.Generator], torch.Tensor],
+    n_examples: int,
+    params: TrainParams,
+    seed: int,
+    live: Live,
+    modules: list[nn.Module],
+    validate: Callable[[], dict[str, float]] | None = None,
+    desc: str = "train",
+) -> None:
+    """Train for params.epochs over `n_examples` examples; `batch_loss(indices, rng)` computes one step's loss."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = make_optimizer(parameters, params)
+    total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
+    for epoch in range(params.epochs):
+        for module in modules:
+            module.train()
+        losses = []
+        progress = tqdm(epoch_batches(n_examples, params.batch_size, rng), desc=f"{desc} epoch {epoch + 1}",
+                        total=steps_per_epoch(n_examples, params.batch_size), unit="step", mininterval=2)
+        for batch in progress:
+            loss = batch_loss(batch, rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.detach())
+        live.log_metric("train/loss", float(torch.stack(losses).mean()))
+        live.log_metric("train/lr", schedule.get_last_lr()[0])
+        if validate is not None:
+            for module in modules:
+                module.eval()
+            for name, value in validate().items():
+                live.log_metric(name, value)
+        live.next_step()

@@ -1,0 +1,156 @@
+"""Training and validation triplets: annotated pairs joined with captions, plus generated attribute-aware triplets.
+
+A triplet's composed query text is its relative captions followed by the reference image's sentence-level prompt
+(its attribute-aware caption), so the text side knows what the reference looks like before it is asked to change
+it. Generated triplets pair gallery images whose captioned attributes differ in a few fields and phrase the
+modification from templates, as SPN4CIR does, to add training signal where annotations are scarce.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
+from pipeline.config import DataParams, TripletsParams
+from pipeline.data.fashioniq import FashionIQ
+from pipeline.io import write_json, write_parquet
+
+TRIPLET_COLUMNS = ["triplet_id", "category", "split", "source", "candidate", "target", "caption1", "caption2",
+                   "reference_caption", "target_caption", "prompt", "query_text"]
+
+
+def _clean(caption: str) -> str:
+    return caption.strip().strip(".?, ")
+
+
+def relative_text(caption1: str, caption2: str) -> str:
+    """CLIP4Cir's validation-time join: first caption capitalised, ' and ', second caption."""
+    first, second = _clean(caption1), _clean(caption2)
+    if not second:
+        return first.capitalize()
+    if not first:
+        return second.capitalize()
+    return f"{first.capitalize()} and {second}"
+
+
+def training_relative_text(caption1: str, caption2: str, rng: np.random.Generator) -> str:
+    """CLIP4Cir's training-time augmentation: 'c1 and c2', 'c2 and c1', c1 or c2, each a quarter of the time."""
+    first, second = _clean(caption1), _clean(caption2)
+    choice = int(rng.integers(4))
+    if choice == 0 or not second:
+        return relative_text(first, second)
+    if choice == 1:
+        return relative_text(second, first)
+    return (first if choice == 2 else second).capitalize()
+
+
+def query_text(relative: str, prompt: str) -> str:
+    """The text half of a composed query: relative text, then the reference's sentence-level prompt if any."""
+    return f"{relative}. {prompt}" if prompt else relative
+
+
+def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_reference_prompt: bool) -> pd.DataFrame:
+    """Join annotated pairs with image captions; pairs whose images have no caption (corrupt) are dropped."""
+    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
+    keep = pairs["candidate"].isin(caption_of) & pairs["target"].isin(caption_of)
+    table = pairs[keep].reset_index(drop=True).copy()
+    table["source"] = "annotated"
+    table["reference_caption"] = table["candidate"].map(caption_of)
+    table["target_caption"] = table["target"].map(caption_of)
+    table["triplet_id"] = [f"{s}-{c}-{i:06d}" for i, (s, c) in enumerate(zip(table["split"], table["category"]))]
+    table["prompt"] = table["reference_caption"] if use_reference_prompt else ""
+    table["query_text"] = [query_text(relative_text(a, b), prompt) for a, b, prompt
+                           in zip(table["caption1"], table["caption2"], table["prompt"], strict=True)]
+    return table[TRIPLET_COLUMNS]
+
+
+def _value_phrase(name: str, attributes: Attributes) -> str:
+    value = attributes.value(name)
+    if name == "accent":
+        return f"{value} {PATTERN_NOUNS.get(attributes.pattern or '', 'details')}"
+    if name == "pattern":
+        return "a solid color" if value == "solid" else " ".join(filter(None, (attributes.accent, value)))
+    if name == "length":
+        return f"{value} length"
+    return str(value)
+
+
+_TEMPLATES = ("{new} instead of {old}", "unlike {old}, I want {new}", "change {old} to {new}", "is {new}, not {old}")
+
+
+def modification_text(reference: Attributes, target: Attributes, fields: list[str], template: int) -> str:
+    return " and ".join(
+        _TEMPLATES[template].format(new=_value_phrase(f, target), old=_value_phrase(f, reference)) for f in fields)
+
+
+def generated_triplets(
+    captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
+    use_reference_prompt: bool, rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Triplets from pairs of training images whose captioned attributes differ in 1..max_changed_fields fields.
+
+    Only fields both images have a value for are compared, so a captioner that leaves a field empty never
+    produces a pair that claims a change it did not see. Annotated pairs (`exclude`) are not generated again.
+    """
+    rows = []
+    for category, group in captions.groupby("category", sort=True):
+        attributes = [Attributes.from_dict(json.loads(a)) for a in group["attributes"]]
+        names = group["name"].tolist()
+        values = [[a.value(f) for f in COMPARABLE_FIELDS] for a in attributes]
+        vocabulary = {v: i + 1 for i, v in enumerate(sorted({v for row in values for v in row if v is not None}))}
+        codes = np.array([[vocabulary.get(v, 0) if v is not None else 0 for v in row] for row in values])
+        known = codes > 0
+        made = 0
+        for anchor in rng.permutation(len(names)):
+            if made >= count_per_category:
+                break
+            both = known[anchor] & known
+            differ = ((codes != codes[anchor]) & both).sum(axis=1)
+            partners = np.flatnonzero((differ >= 1) & (differ <= max_changed_fields))
+            partners = [p for p in partners if (names[anchor], names[p]) not in exclude]
+            if not partners:
+                continue
+            partner = int(partners[int(rng.integers(len(partners)))])
+            ref, tgt = attributes[anchor], attributes[partner]
+            fields = [f for f, d in zip(COMPARABLE_FIELDS, (codes[anchor] != codes[partner]) & both[partner],
+                                        strict=True) if d]
+            first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
+            caption1 = modification_text(ref, tgt, fields, int(first))
+            caption2 = modification_text(ref, tgt, fields, int(second))
+            ref_caption, tgt_caption = ref.sentence(), tgt.sentence()
+            prompt = ref_caption if use_reference_prompt else ""
+            rows.append({
+                "triplet_id": f"generated-{category}-{made:06d}", "category": category, "split": "train",
+                "source": "generated", "candidate": names[anchor], "target": names[partner],
+                "caption1": caption1, "caption2": caption2, "reference_caption": ref_caption,
+                "target_caption": tgt_caption, "prompt": prompt,
+                "query_text": query_text(relative_text(caption1, caption2), prompt),
+            })
+            exclude.add((names[anchor], names[partner]))
+            made += 1
+    return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
+
+
+def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions_path: Path, out_dir: Path
+                   ) -> dict[str, int]:
+    """The `triplets` stage: annotated train/val triplets plus generated training triplets, as Parquet."""
+    dataset = FashionIQ(Path(data.root), data.categories)
+    captions = pd.read_parquet(captions_path)
+    train = annotated_triplets(dataset.pairs("train"), captions, params.reference_prompt)
+    val = annotated_triplets(dataset.pairs("val"), captions, params.reference_prompt)
+    generated = generated_triplets(
+        captions[captions["split"] == "train"], params.generated_per_category, params.max_changed_fields,
+        exclude=set(zip(train["candidate"], train["target"], strict=True)),
+        use_reference_prompt=params.reference_prompt, rng=np.random.default_rng([seed, 3]))
+    train = pd.concat([train, generated], ignore_index=True)
+    for name, table in (("train", train), ("val", val)):
+        write_parquet(out_dir / f"{name}.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    report = {"train_annotated": int((train["source"] == "annotated").sum()), "train_generated": len(generated),
+              "val": len(val), **{k: int(v) for k, v in dataset.missing.items()}}
+    write_json(out_dir / "report.json", report)
+    return report

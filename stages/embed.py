@@ -1,0 +1,17 @@
+"""DVC stage `embed`: static features of every image and query text from the frozen base model."""
+
+from pipeline import paths
+from pipeline.config import stage_params
+from pipeline.embedding import embed_stage
+from pipeline.errors import run_stage
+
+
+def main() -> None:
+    params = stage_params("embed")
+    report = embed_stage(params.model, params.embed, params.seed, paths.CAPTIONS, paths.TRIPLETS_DIR,
+                         paths.EMBEDDINGS_DIR)
+    print(f"embed: {report['images']} images, {report['queries']} queries")
+
+
+if __name__ == "__main__":
+    run_stage(main)

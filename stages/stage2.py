@@ -1,0 +1,16 @@
+"""DVC stage `stage2`: composed-retrieval training with coarse, hard and static negatives."""
+
+from pipeline import paths
+from pipeline.config import stage_params
+from pipeline.errors import run_stage
+from pipeline.retrieval import stage2
+
+
+def main() -> None:
+    params = stage_params("stage2")
+    stage2(params.model, params.stage2, params.negatives.k, params.seed, paths.STAGE1_DIR, paths.CAPTIONS,
+           paths.TRIPLETS_DIR, paths.NEGATIVES, paths.STAGE2_DIR, paths.DVCLIVE_STAGE2)
+
+
+if __name__ == "__main__":
+    run_stage(main)
