@@ -57,15 +57,15 @@ class CaptionParams(_Section):
 
 
 class TripletsParams(_Section):
-    generated_per_category: NonNegativeInt = 300
+    generated_per_category: NonNegativeInt = 2000
     max_changed_fields: Annotated[int, Field(ge=1, le=3)] = 2
-    reference_prompt: bool = True
+    reference_prompt: bool = False
 
 
 class ModelParams(_Section):
     arch: str = "fciq-tiny"
     pretrained: str = ""
-    composition: Literal["sum", "combiner"] = "sum"
+    composition: Literal["sum", "combiner"] = "combiner"
 
 
 class EmbedParams(_Section):
@@ -73,21 +73,23 @@ class EmbedParams(_Section):
 
 
 class NegativesParams(_Section):
-    k: NonNegativeInt = 8
+    k: NonNegativeInt = 16
     index: Literal["flat", "hnsw", "ivf"] = "flat"
     max_target_similarity: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 class TrainParams(_Section):
-    epochs: NonNegativeInt = 5
+    epochs: NonNegativeInt = 20
     batch_size: Annotated[int, Field(ge=2)] = 128
-    lr: PositiveFloat = 5e-4
+    lr: PositiveFloat = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 0.1
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     temperature: PositiveFloat = 0.05
 
 
 class Stage2Params(TrainParams):
+    epochs: NonNegativeInt = 4
+    temperature: PositiveFloat = 0.1
     static_negatives: NonNegativeInt = 128
 
 

@@ -1,4 +1,9 @@
-"""The `embed` stage: static features of every image and query text from the frozen base model."""
+"""The `embed` stage: static features of every image and query text from the frozen stage-1 model.
+
+These are the features of the image tower that stage 2 keeps frozen, so they serve twice: FAISS mines hard
+negatives with them, and stage 2 uses them as its static gallery bank to scale the number of negatives. With
+`stage1.epochs: 0` the stage-1 checkpoint is the base model itself (zero-shot static features).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,12 @@ from pipeline.config import EmbedParams, ModelParams
 from pipeline.data.images import decode_images
 from pipeline.features import image_features, text_features, write_features
 from pipeline.io import write_json
-from pipeline.models import create_model, image_loader, tokenizer_for
+from pipeline.models import image_loader, load_checkpoint, tokenizer_for
 
 
-def embed_stage(model_params: ModelParams, params: EmbedParams, seed: int, captions_path: Path,
+def embed_stage(model_params: ModelParams, params: EmbedParams, checkpoint_dir: Path, captions_path: Path,
                 triplets_dir: Path, out_dir: Path) -> dict[str, int]:
-    model = create_model(model_params, seed)
+    model = load_checkpoint(checkpoint_dir, model_params).eval()
     images = pd.read_parquet(captions_path)
     pixels, failed = decode_images(images["path"].tolist(), image_loader(model))
     images = images.drop(index=images.index[failed]).reset_index(drop=True)

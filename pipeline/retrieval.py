@@ -1,13 +1,10 @@
 """Stage 2, retrieval: composed-query contrastive training with coarse, hard and static negatives.
 
-The image tower stays frozen at its stage-1 weights, so every training-gallery image has one static feature,
-computed once here. That makes negatives cheap to scale: each query is contrasted with its target against
+The image tower stays frozen at its stage-1 weights, so every gallery image has one static feature (the `embed`
+stage's output). That makes negatives cheap to scale: each query is contrasted with its target against
 (1) the other targets in the batch (coarse negatives), (2) its k mined hard negatives, and (3) a random sample
-of `stage2.static_negatives` static gallery features shared by the batch. Only the text tower (and the combiner,
-if any) trains, as in CLIP4Cir's second stage and SPN4CIR.
-
-The base model's features (the `embed` stage) serve only to mine the negatives; once stage 1 has moved the
-image tower they live in another space, so the static bank is re-encoded with the frozen stage-1 tower.
+of `stage2.static_negatives` static gallery features shared by the batch. Only the text tower and the combiner
+(if any) train, as in CLIP4Cir's second stage and SPN4CIR.
 """
 
 from __future__ import annotations
@@ -19,16 +16,16 @@ import pandas as pd
 import torch
 
 from pipeline.config import ModelParams, Stage2Params
-from pipeline.data.images import decode_images
 from pipeline.evaluation import ValidationSet
-from pipeline.features import image_features
+from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
-from pipeline.models import image_loader, load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.models import load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.train import open_live, train
 from pipeline.triplets import query_text, training_relative_text
 
 
-def _hard_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dict[str, int], k: int) -> torch.Tensor:
+def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dict[str, int], k: int
+                          ) -> torch.Tensor:
     """[T, k] bank indices of each triplet's mined negatives, -1 where fewer were mined."""
     mined = dict(zip(negatives["triplet_id"], negatives["negatives"], strict=True))
     out = torch.full((len(triplets), k), -1, dtype=torch.long)
@@ -38,38 +35,35 @@ def _hard_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dic
     return out
 
 
-def stage2(model_params: ModelParams, params: Stage2Params, k: int, seed: int, stage1_dir: Path, captions_path: Path,
-           triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+def stage2(model_params: ModelParams, params: Stage2Params, k: int, seed: int, stage1_dir: Path,
+           embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
     model = load_checkpoint(stage1_dir, model_params)
     for p in model.clip.visual.parameters():
         p.requires_grad_(False)
     tokenizer = tokenizer_for(model_params)
 
-    captions = pd.read_parquet(captions_path)
-    gallery = captions[captions["split"] == "train"].reset_index(drop=True)
-    pixels, failed = decode_images(gallery["path"].tolist(), image_loader(model), desc="decode train gallery")
-    gallery = gallery.drop(index=gallery.index[failed]).reset_index(drop=True)
-    bank = image_features(model, pixels, 256, desc="static bank")
-    position = dict(zip(gallery["name"], range(len(gallery)), strict=True))
+    images, features = read_features(embeddings_dir / "images.parquet")
+    is_train = (images["split"] == "train").to_numpy()
+    bank = torch.from_numpy(features[is_train])
+    position = dict(zip(images["name"][is_train], range(len(bank)), strict=True))
 
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
     triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]
     triplets = triplets.reset_index(drop=True)
     reference = torch.tensor(triplets["candidate"].map(position).to_numpy())
     target = torch.tensor(triplets["target"].map(position).to_numpy())
-    hard = _hard_indices(triplets, pd.read_parquet(negatives_path), position, k)
-    columns = triplets[["caption1", "caption2", "prompt"]].to_numpy()
+    hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k)
+    captions = triplets[["caption1", "caption2", "prompt"]].to_numpy()
 
     def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        texts = [query_text(training_relative_text(c1, c2, rng), prompt) for c1, c2, prompt in columns[batch]]
+        texts = [query_text(training_relative_text(c1, c2, rng), prompt) for c1, c2, prompt in captions[batch]]
         index = torch.from_numpy(batch)
-        text = model.encode_texts(tokenizer(texts))
-        query = model.compose(bank[reference[index]], text)
+        query = model.compose(bank[reference[index]], model.encode_texts(tokenizer(texts)))
         static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)), replace=False))
         return composed_retrieval_loss(query, bank, target[index], hard[index], static, params.temperature)
 
-    validation = ValidationSet.load(captions_path, triplets_dir / "val.parquet", model)
-    val_features = image_features(model, validation.pixels, 256, desc="embed val gallery")
+    validation = ValidationSet.build(images[~is_train], triplets_dir / "val.parquet")
+    val_features = torch.from_numpy(features[~is_train])
 
     def validate() -> dict[str, float]:
         recalls = validation.recalls(model, tokenizer, val_features, "composed", [10, 50], 256)

@@ -106,33 +106,37 @@ def generated_triplets(
         codes = np.array([[vocabulary.get(v, 0) if v is not None else 0 for v in row] for row in values])
         known = codes > 0
         made = 0
-        for anchor in rng.permutation(len(names)):
-            if made >= count_per_category:
+        while made < count_per_category:  # passes over the anchors until enough pairs or none left
+            made_before = made
+            for anchor in rng.permutation(len(names)):
+                if made >= count_per_category:
+                    break
+                both = known[anchor] & known
+                differ = ((codes != codes[anchor]) & both).sum(axis=1)
+                partners = np.flatnonzero((differ >= 1) & (differ <= max_changed_fields))
+                partners = [p for p in partners if (names[anchor], names[p]) not in exclude]
+                if not partners:
+                    continue
+                partner = int(partners[int(rng.integers(len(partners)))])
+                ref, tgt = attributes[anchor], attributes[partner]
+                fields = [f for f, d in zip(COMPARABLE_FIELDS, (codes[anchor] != codes[partner]) & both[partner],
+                                            strict=True) if d]
+                first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
+                caption1 = modification_text(ref, tgt, fields, int(first))
+                caption2 = modification_text(ref, tgt, fields, int(second))
+                ref_caption, tgt_caption = ref.sentence(), tgt.sentence()
+                prompt = ref_caption if use_reference_prompt else ""
+                rows.append({
+                    "triplet_id": f"generated-{category}-{made:06d}", "category": category, "split": "train",
+                    "source": "generated", "candidate": names[anchor], "target": names[partner],
+                    "caption1": caption1, "caption2": caption2, "reference_caption": ref_caption,
+                    "target_caption": tgt_caption, "prompt": prompt,
+                    "query_text": query_text(relative_text(caption1, caption2), prompt),
+                })
+                exclude.add((names[anchor], names[partner]))
+                made += 1
+            if made == made_before:
                 break
-            both = known[anchor] & known
-            differ = ((codes != codes[anchor]) & both).sum(axis=1)
-            partners = np.flatnonzero((differ >= 1) & (differ <= max_changed_fields))
-            partners = [p for p in partners if (names[anchor], names[p]) not in exclude]
-            if not partners:
-                continue
-            partner = int(partners[int(rng.integers(len(partners)))])
-            ref, tgt = attributes[anchor], attributes[partner]
-            fields = [f for f, d in zip(COMPARABLE_FIELDS, (codes[anchor] != codes[partner]) & both[partner],
-                                        strict=True) if d]
-            first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
-            caption1 = modification_text(ref, tgt, fields, int(first))
-            caption2 = modification_text(ref, tgt, fields, int(second))
-            ref_caption, tgt_caption = ref.sentence(), tgt.sentence()
-            prompt = ref_caption if use_reference_prompt else ""
-            rows.append({
-                "triplet_id": f"generated-{category}-{made:06d}", "category": category, "split": "train",
-                "source": "generated", "candidate": names[anchor], "target": names[partner],
-                "caption1": caption1, "caption2": caption2, "reference_caption": ref_caption,
-                "target_caption": tgt_caption, "prompt": prompt,
-                "query_text": query_text(relative_text(caption1, caption2), prompt),
-            })
-            exclude.add((names[anchor], names[partner]))
-            made += 1
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
 
 

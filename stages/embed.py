@@ -1,4 +1,4 @@
-"""DVC stage `embed`: static features of every image and query text from the frozen base model."""
+"""DVC stage `embed`: static features of every image and query text from the frozen stage-1 model."""
 
 from pipeline import paths
 from pipeline.config import stage_params
@@ -8,7 +8,7 @@ from pipeline.errors import run_stage
 
 def main() -> None:
     params = stage_params("embed")
-    report = embed_stage(params.model, params.embed, params.seed, paths.CAPTIONS, paths.TRIPLETS_DIR,
+    report = embed_stage(params.model, params.embed, paths.STAGE1_DIR, paths.CAPTIONS, paths.TRIPLETS_DIR,
                          paths.EMBEDDINGS_DIR)
     print(f"embed: {report['images']} images, {report['queries']} queries")
 

@@ -111,8 +111,12 @@ def generate(params: SyntheticParams, seed: int) -> tuple[list[SyntheticImage], 
             for _ in range(n_families):
                 base_attrs = random_attributes(category, rng)
                 base = add(base_attrs)
+                family = {base_attrs}
                 for _ in range(params.family_size - 1):
                     mutant_attrs = mutate(base_attrs, rng)
+                    while mutant_attrs in family:  # attribute twins would be indistinguishable targets
+                        mutant_attrs = mutate(base_attrs, rng)
+                    family.add(mutant_attrs)
                     mutant = add(mutant_attrs)
                     if rng.random() < 0.5:
                         ref, tgt, ref_a, tgt_a = base, mutant, base_attrs, mutant_attrs
@@ -127,7 +131,7 @@ def generate(params: SyntheticParams, seed: int) -> tuple[list[SyntheticImage], 
 
 def fashioniq_tags(attributes: Attributes) -> list[list[str]]:
     """FashionIQ's tag layout: five lists (texture, fabric, shape, part, style) of attribute words."""
-    texture = [attributes.color or ""] + ([attributes.pattern, attributes.accent] if attributes.accent else [])
+    texture = [attributes.color or "", attributes.pattern or ""] + ([attributes.accent] if attributes.accent else [])
     return [texture, [], [attributes.length or ""], [attributes.sleeves or "", attributes.neckline or ""], []]
 
 

@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny demo catalogue written once per session in FashionIQ's layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SyntheticParams
+from pipeline.data.synthetic.catalogue import write_catalogue
+
+TINY = SyntheticParams(families_train=4, families_val=3, family_size=3, distractors_val=4, image_size=32)
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def tiny_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("catalogue") / "synthetic"
+    write_catalogue(root, TINY, seed=0, workers=1)
+    return root

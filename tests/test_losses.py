@@ -1,0 +1,59 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.losses import clip_loss, composed_retrieval_loss
+
+
+def test_clip_loss_hand_computed():
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # logits = I / 0.5 -> each row softmax over [2, 0]
+    expected = -math.log(math.exp(2) / (math.exp(2) + 1))
+    assert clip_loss(image, text, 0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_clip_loss_ignores_identical_captions_as_negatives():
+    image = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1]]), dim=-1)
+    text = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), dim=-1)
+    same = torch.ones(2, 2, dtype=torch.bool)
+    assert clip_loss(image, text, 0.1, same_text=same).item() == pytest.approx(0.0, abs=1e-6)
+    assert clip_loss(image, text, 0.1).item() > 0.5
+
+
+def test_composed_loss_hand_computed_and_masks_the_target():
+    bank = torch.eye(4)
+    query = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    target = torch.tensor([0, 1])
+    hard = torch.tensor([[2, 0], [3, -1]])  # query 0 lists its own target as a "negative": must be masked
+    static = torch.tensor([0, 3])           # static sample contains query 0's target: masked for query 0
+    loss = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0)
+    # query 0: positive 1; in-batch other target (1) -> 0; hard [2] -> 0; static [3] -> 0
+    # query 1: positive 1; in-batch other target (0) -> 0; hard [3] -> 0; static [0, 3] -> 0, 0
+    e = math.e
+    expected = (-math.log(e / (e + 3)) - math.log(e / (e + 4))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_composed_loss_without_hard_or_static_is_in_batch_infonce():
+    torch.manual_seed(0)
+    bank = F.normalize(torch.randn(6, 8), dim=-1)
+    query = F.normalize(torch.randn(3, 8), dim=-1)
+    target = torch.tensor([1, 4, 5])
+    loss = composed_retrieval_loss(query, bank, target, torch.empty(3, 0, dtype=torch.long),
+                                   torch.empty(0, dtype=torch.long), 0.1)
+    reference = F.cross_entropy(query @ bank[target].T / 0.1, torch.arange(3))
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_hard_negatives_raise_the_loss_when_they_are_close():
+    bank = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.95, 0.3]]), dim=-1)
+    query = F.normalize(torch.tensor([[1.0, 0.05]]), dim=-1)
+    none = composed_retrieval_loss(query, bank, torch.tensor([0]), torch.empty(1, 0, dtype=torch.long),
+                                   torch.empty(0, dtype=torch.long), 0.1)
+    hard = composed_retrieval_loss(query, bank, torch.tensor([0]), torch.tensor([[2]]),
+                                   torch.empty(0, dtype=torch.long), 0.1)
+    assert none.item() == pytest.approx(0.0, abs=1e-6)
+    assert hard.item() > 0.1

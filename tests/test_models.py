@@ -1,0 +1,60 @@
+import open_clip
+import pytest
+import torch
+
+from pipeline.config import ModelParams
+from pipeline.errors import PipelineError
+from pipeline.models import create_clip, create_model, image_loader, load_checkpoint, save_checkpoint, tokenizer_for
+
+TINY = ModelParams(arch="fciq-tiny", pretrained="", composition="sum")
+
+
+def test_same_seed_same_random_init():
+    a, b = create_model(TINY, seed=5), create_model(TINY, seed=5)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+    c = create_model(TINY, seed=6)
+    assert not torch.equal(a.clip.visual.conv1.weight, c.clip.visual.conv1.weight)
+
+
+@pytest.mark.parametrize("composition", ["sum", "combiner"])
+def test_checkpoint_round_trip_with_weights_only(tmp_path, composition):
+    params = TINY.model_copy(update={"composition": composition})
+    model = create_model(params, seed=0).eval()
+    save_checkpoint(tmp_path / "ckpt", model, params)
+    loaded = load_checkpoint(tmp_path / "ckpt", params).eval()
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    tokens = tokenizer_for(params)(["a red dress", "is blue"])
+    with torch.no_grad():
+        a = model.compose(model.encode_images(pixels), model.encode_texts(tokens))
+        b = loaded.compose(loaded.encode_images(pixels), loaded.encode_texts(tokens))
+    assert torch.allclose(a, b)
+    assert torch.allclose(a.norm(dim=-1), torch.ones(2))
+
+
+def test_local_checkpoint_loads_through_the_pretrained_path(tmp_path):
+    """A user's checkpoint file goes through open_clip's own loader, exactly as model.pretrained=<path> does."""
+    source = create_clip(TINY, seed=1)
+    path = tmp_path / "tiny.pt"
+    torch.save(source.state_dict(), path)
+    loaded = create_clip(TINY.model_copy(update={"pretrained": str(path)}), seed=99)
+    assert torch.equal(loaded.visual.conv1.weight, source.visual.conv1.weight)
+
+
+def test_bad_model_params_are_one_sentence(tmp_path):
+    with pytest.raises(PipelineError, match="model.arch = 'ViT-Z-99'"):
+        create_clip(TINY.model_copy(update={"arch": "ViT-Z-99"}), 0)
+    with pytest.raises(PipelineError, match="no such file"):
+        create_clip(TINY.model_copy(update={"pretrained": str(tmp_path / "missing.pt")}), 0)
+    with pytest.raises(PipelineError, match="is missing"):
+        load_checkpoint(tmp_path / "nothing", TINY)
+
+
+def test_loader_matches_open_clip_preprocessing():
+    from PIL import Image
+
+    model = create_model(TINY, seed=0)
+    _, _, preprocess = open_clip.create_model_and_transforms("fciq-tiny")
+    image = Image.new("RGB", (80, 50), (200, 30, 60))
+    ours = (image_loader(model)(image).float() / 255 - model.mean[0]) / model.std[0]
+    assert torch.allclose(ours, preprocess(image), atol=2e-2)

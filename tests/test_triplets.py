@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pandas as pd
+
+from pipeline.attributes import Attributes
+from pipeline.triplets import annotated_triplets, generated_triplets, relative_text, training_relative_text
+
+
+def test_validation_join_matches_clip4cir():
+    assert relative_text("is red.", "has long sleeves") == "Is red and has long sleeves"
+    assert relative_text(" is shiny?", "") == "Is shiny"
+
+
+def test_training_join_uses_all_four_forms():
+    rng = np.random.default_rng(0)
+    seen = {training_relative_text("is red", "has dots", rng) for _ in range(200)}
+    assert seen == {"Is red and has dots", "Has dots and is red", "Is red", "Has dots"}
+
+
+def _captions(rows):
+    return pd.DataFrame([{"name": n, "category": c, "split": "train", "caption": a.sentence(),
+                          "attributes": json.dumps(a.to_dict())} for n, c, a in rows])
+
+
+def test_annotated_triplets_append_the_reference_prompt_and_drop_uncaptioned_pairs():
+    red = Attributes("dress", colors=("red",), pattern="solid", sleeves="short sleeves")
+    blue = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves")
+    captions = _captions([("a", "dress", red), ("b", "dress", blue)])
+    pairs = pd.DataFrame([
+        {"category": "dress", "split": "train", "candidate": "a", "target": "b", "caption1": "is blue",
+         "caption2": "is darker"},
+        {"category": "dress", "split": "train", "candidate": "a", "target": "corrupt", "caption1": "x",
+         "caption2": "y"},
+    ])
+    table = annotated_triplets(pairs, captions, use_reference_prompt=True)
+    assert len(table) == 1
+    assert table.loc[0, "query_text"] == "Is blue and is darker. a red dress with short sleeves"
+    assert annotated_triplets(pairs, captions, False).loc[0, "query_text"] == "Is blue and is darker"
+
+
+def test_generated_triplets_differ_in_few_fields_and_skip_annotated_pairs():
+    rng = np.random.default_rng(0)
+    base = dict(category="shirt", pattern="solid", sleeves="long sleeves", neckline="v-neck", length="cropped")
+    rows = [(f"i{i}", "shirt", Attributes(colors=(c,), **{**base, "sleeves": s}))
+            for i, (c, s) in enumerate([("red", "long sleeves"), ("blue", "long sleeves"),
+                                        ("red", "short sleeves"), ("green", "sleeveless")])]
+    captions = _captions(rows)
+    attrs = {n: a for n, _, a in rows}
+    exclude = {("i0", "i1")}
+    table = generated_triplets(captions, 6, 1, set(exclude), True, rng)
+    assert 0 < len(table) <= 6
+    for row in table.itertuples():
+        assert (row.candidate, row.target) not in exclude
+        assert len(attrs[row.candidate].differing_fields(attrs[row.target])) == 1
+        assert row.caption1 != row.caption2
+        assert row.query_text.endswith(attrs[row.candidate].sentence())
+    assert len(set(zip(table.candidate, table.target))) == len(table)
