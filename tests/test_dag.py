@@ -1,0 +1,122 @@
+"""End to end: the real DVC DAG on a tiny configuration, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from pipeline import paths
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+TINY_PARAMS = {
+    "synthetic": {"families_train": 8, "families_val": 5, "family_size": 3, "distractors_val": 6, "image_size": 64},
+    "triplets": {"generated_per_category": 12},
+    "negatives": {"k": 4},
+    "stage1": {"epochs": 2, "batch_size": 16},
+    "stage2": {"epochs": 2, "batch_size": 16, "static_negatives": 16},
+    "eval": {"batch_size": 64},
+}
+
+
+def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def _set_params(root: Path, updates: dict) -> None:
+    yaml = YAML()
+    params = yaml.load((root / "params.yaml").read_text())
+    for section, values in updates.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                params[section][key] = value
+        else:
+            params[section] = values
+    with open(root / "params.yaml", "w") as handle:
+        yaml.dump(params, handle)
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the committed tree with tiny params, reproduced once with `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    tracked = _run(["git", "ls-files"], REPO).stdout.split()
+    for name in tracked:
+        source = REPO / name
+        if source.is_file() and not name.startswith(("metrics/", "plots/", "dvclive/")) and name != "dvc.lock":
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    _set_params(root, TINY_PARAMS)
+    _run(["git", "init", "-q"], root)
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "tiny"], root)
+    first = _run(["dvc", "repro"], root)
+    assert _ran(first.stdout) == {"synthesize", "caption", "triplets", "stage1", "embed", "mine", "stage2",
+                                  "evaluate"}
+    _run(["git", "add", "-A"], root)
+    _run(["git", "commit", "-qm", "reference run"], root)
+    return root
+
+
+def test_repro_writes_metrics_in_the_contract_schema(tiny_repo: Path):
+    metrics = json.loads((tiny_repo / paths.EVAL_METRICS).read_text())
+    assert set(metrics) == {"dress", "shirt", "toptee", "average"}
+    for category in ("dress", "shirt", "toptee"):
+        assert set(metrics[category]) == {"R@10", "R@50"}
+        assert 0 <= metrics[category]["R@10"] <= metrics[category]["R@50"] <= 100
+    assert set(metrics["average"]) == {"R@10", "R@50", "mean"}
+    curve = json.loads((tiny_repo / paths.RECALL_CURVE).read_text())
+    assert [row["k"] for row in curve] == sorted(row["k"] for row in curve)
+    for live in ("dvclive/stage1", "dvclive/stage2"):
+        assert (tiny_repo / live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+
+
+def test_second_repro_runs_nothing(tiny_repo: Path):
+    again = _run(["dvc", "repro"], tiny_repo)
+    assert _ran(again.stdout) == set()
+
+
+def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
+    result = _run(["dvc", "exp", "run", "-S", "negatives.k=2"], tiny_repo)
+    assert _ran(result.stdout) == {"mine", "stage2", "evaluate"}
+    diff = _run(["dvc", "params", "diff", "--json"], tiny_repo).stdout
+    change = json.loads(diff)["params.yaml"]["negatives.k"]
+    assert (change["old"], change["new"]) == (4, 2)
+    metrics = _run(["dvc", "metrics", "diff", "--all", "--json"], tiny_repo).stdout
+    assert "metrics/eval.json" in json.loads(metrics)
+    evaluation_only = _run(["dvc", "exp", "run", "-S", "eval.query=image"], tiny_repo)
+    assert _ran(evaluation_only.stdout) == {"evaluate"}
+
+
+def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path):
+    model = tiny_repo / paths.STAGE2_DIR / "model.pt"
+    before = model.stat().st_mtime
+    params = (tiny_repo / "params.yaml").read_text()
+    try:
+        (tiny_repo / "params.yaml").write_text(params.replace("negatives:\n", "negatives:\n  kk: 3\n"))
+        result = _run(["dvc", "repro"], tiny_repo, check=False)
+    finally:
+        (tiny_repo / "params.yaml").write_text(params)
+    assert result.returncode != 0
+    assert "error: params.yaml: unknown key 'negatives.kk'" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+    assert model.stat().st_mtime == before
