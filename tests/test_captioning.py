@@ -83,3 +83,15 @@ def test_corrupt_image_is_skipped_and_counted(tiny_catalogue, tmp_path):
     assert report["corrupt"] == 1 and len(table) == len(images) - 1
     assert images.loc[0, "name"] not in set(table["name"])
     assert report["failures"][0]["reason"] == "image could not be decoded"
+
+
+def test_edited_tags_are_captioned_again(tiny_catalogue, tmp_path):
+    images, tags = _images(tiny_catalogue)
+    cache = CaptionCache(tmp_path / "c.sqlite")
+    caption_images(images, tags, CatalogCaptioner(), cache, 8)
+    first = images.loc[0, "name"]
+    edited = {**tags, first: ["purple", *tags[first][1:]]}
+    probe = CountingCaptioner()
+    table, _ = caption_images(images, edited, probe, cache, 8)
+    assert probe.seen == 1
+    assert table.loc[table["name"] == first, "caption"].item().startswith("a purple")

@@ -54,6 +54,10 @@ class Captioner(ABC):
                        "settings": self.settings()}
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:16]
 
+    def input_key(self, item: ImageToCaption) -> str:
+        """What besides the image bytes the output depends on (part of the cache key); nothing for an MLLM."""
+        return ""
+
     @abstractmethod
     def caption(self, batch: list[ImageToCaption]) -> list[Caption | CaptionFailure]:
         """One result per input, in order. Must not raise for a single bad image: return a CaptionFailure."""

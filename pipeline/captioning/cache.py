@@ -1,4 +1,5 @@
-"""Persistent per-image caption cache, keyed by image content and the captioner's signature.
+"""Persistent per-image caption cache, keyed by image content (plus any other input
+the backend reads, such as tags) and the captioner's signature.
 
 SQLite, committed after every batch: a killed run keeps every caption finished so far, and a repeated run with the
 same backend, model and prompt asks the backend for nothing. Keying by content (not file name) means a re-downloaded
@@ -16,8 +17,12 @@ from pipeline.attributes import Attributes
 from pipeline.captioning.base import Caption
 
 
-def image_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def content_key(path: str | Path, input_key: str = "") -> str:
+    """sha256 of the image bytes, plus whatever else the backend's output depends on (see Captioner.input_key)."""
+    digest = hashlib.sha256(Path(path).read_bytes())
+    if input_key:
+        digest.update(b"\0" + input_key.encode())
+    return digest.hexdigest()
 
 
 class CaptionCache:
@@ -25,8 +30,8 @@ class CaptionCache:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path))
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS captions (image_digest TEXT, signature TEXT, attributes TEXT, raw TEXT,"
-            " PRIMARY KEY (image_digest, signature))")
+            "CREATE TABLE IF NOT EXISTS captions (content_key TEXT, signature TEXT, attributes TEXT, raw TEXT,"
+            " PRIMARY KEY (content_key, signature))")
         self._db.commit()
 
     def get_many(self, digests: list[str], signature: str) -> dict[str, Caption]:
@@ -34,7 +39,7 @@ class CaptionCache:
         for start in range(0, len(digests), 500):
             chunk = digests[start:start + 500]
             rows = self._db.execute(
-                f"SELECT image_digest, attributes, raw FROM captions WHERE signature = ? AND image_digest IN "
+                f"SELECT content_key, attributes, raw FROM captions WHERE signature = ? AND content_key IN "
                 f"({','.join('?' * len(chunk))})", [signature, *chunk])
             for digest, attributes, raw in rows:
                 found[digest] = Caption(Attributes.from_dict(json.loads(attributes)), raw)

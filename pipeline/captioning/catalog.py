@@ -15,6 +15,10 @@ class CatalogCaptioner(Captioner):
     model = "dataset-tags"
     prompt_version = "tags-v1"
 
+    def input_key(self, item: ImageToCaption) -> str:
+        """The captions are a function of the tags, so edited tags must not hit a stale cache entry."""
+        return "|".join(item.tags)
+
     def caption(self, batch: list[ImageToCaption]) -> list[Caption | CaptionFailure]:
         results: list[Caption | CaptionFailure] = []
         for item in batch:

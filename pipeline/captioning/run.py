@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from pipeline.captioning import build_captioner
 from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
-from pipeline.captioning.cache import CaptionCache, image_digest
+from pipeline.captioning.cache import CaptionCache, content_key
 from pipeline.config import CaptionParams, DataParams
 from pipeline.data.fashioniq import FashionIQ
 from pipeline.io import write_json, write_parquet
@@ -38,7 +38,10 @@ def caption_images(
     the next starts. Corrupt images and backend failures are skipped, counted and listed, never fatal.
     """
     signature = captioner.signature
-    digests = [image_digest(p) for p in tqdm(images["path"], desc="hash", unit="img", mininterval=2)]
+    items = [ImageToCaption(name, category, Path(path), tuple(tags.get(name, ())))
+             for name, category, path in zip(images["name"], images["category"], images["path"], strict=True)]
+    digests = [content_key(item.path, captioner.input_key(item))
+               for item in tqdm(items, desc="hash", unit="img", mininterval=2)]
     cached = cache.get_many(digests, signature)
     counts: Counter[str] = Counter(images=len(images), cached=sum(d in cached for d in digests))
 
@@ -50,13 +53,11 @@ def caption_images(
         indices = todo[start:start + batch_size]
         batch: list[tuple[int, ImageToCaption]] = []
         for i in indices:
-            row = images.iloc[i]
-            if not is_decodable(row["path"]):
+            if not is_decodable(items[i].path):
                 counts["corrupt"] += 1
-                failures.append((row["name"], "image could not be decoded"))
+                failures.append((items[i].name, "image could not be decoded"))
                 continue
-            batch.append((i, ImageToCaption(row["name"], row["category"], Path(row["path"]),
-                                            tuple(tags.get(row["name"], ())))))
+            batch.append((i, items[i]))
         outputs = captioner.caption([item for _, item in batch]) if batch else []
         fresh: list[tuple[str, Caption]] = []
         for (i, item), output in zip(batch, outputs, strict=True):
