@@ -72,6 +72,7 @@ def train(
     """Train for params.epochs over `n_examples` examples; `batch_loss(indices, rng)` computes one step's loss."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    Path(live.plots_dir).mkdir(parents=True, exist_ok=True)  # a declared output even when epochs is 0
     optimizer = make_optimizer(parameters, params)
     total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
