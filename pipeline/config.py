@@ -63,9 +63,10 @@ class TripletsParams(_Section):
 
 
 class ModelParams(_Section):
+    """The base model: an open_clip architecture and its weights."""
+
     arch: str = "fciq-tiny"
     pretrained: str = ""
-    composition: Literal["sum", "combiner"] = "combiner"
 
 
 class EmbedParams(_Section):
@@ -88,6 +89,7 @@ class TrainParams(_Section):
 
 
 class Stage2Params(TrainParams):
+    composition: Literal["sum", "combiner"] = "combiner"
     epochs: NonNegativeInt = 4
     temperature: PositiveFloat = 0.1
     static_negatives: NonNegativeInt = 128

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import EmbedParams, ModelParams
+from pipeline.config import EmbedParams
 from pipeline.data.images import decode_images
 from pipeline.features import image_features, text_features, write_features
 from pipeline.io import write_json
 from pipeline.models import image_loader, load_checkpoint, tokenizer_for
 
 
-def embed_stage(model_params: ModelParams, params: EmbedParams, checkpoint_dir: Path, captions_path: Path,
-                triplets_dir: Path, out_dir: Path) -> dict[str, int]:
-    model = load_checkpoint(checkpoint_dir, model_params).eval()
+def embed_stage(params: EmbedParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path, out_dir: Path
+                ) -> dict[str, int]:
+    model = load_checkpoint(checkpoint_dir).eval()
     images = pd.read_parquet(captions_path)
     pixels, failed = decode_images(images["path"].tolist(), image_loader(model))
     images = images.drop(index=images.index[failed]).reset_index(drop=True)
@@ -28,7 +28,7 @@ def embed_stage(model_params: ModelParams, params: EmbedParams, checkpoint_dir: 
                    image_features(model, pixels, params.batch_size).numpy())
     triplets = pd.concat([pd.read_parquet(triplets_dir / f"{s}.parquet") for s in ("train", "val")],
                          ignore_index=True)
-    texts = text_features(model, tokenizer_for(model_params), triplets["query_text"].tolist(), params.batch_size)
+    texts = text_features(model, tokenizer_for(model.arch), triplets["query_text"].tolist(), params.batch_size)
     write_features(out_dir / "queries.parquet", triplets[["triplet_id", "split"]], texts.numpy())
     report = {"images": len(images), "undecodable_images": len(failed), "queries": len(triplets)}
     write_json(out_dir / "report.json", report)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.config import EvalParams, ModelParams
+from pipeline.config import EvalParams
 from pipeline.data.images import decode_images
 from pipeline.features import image_features, text_features
 from pipeline.io import write_json
@@ -68,9 +68,9 @@ class ValidationSet:
         return results
 
 
-def evaluate_stage(model_params: ModelParams, params: EvalParams, checkpoint_dir: Path, captions_path: Path,
-                   triplets_dir: Path, metrics_path: Path, curve_path: Path) -> dict[str, dict[str, float]]:
-    model = load_checkpoint(checkpoint_dir, model_params).eval()
+def evaluate_stage(params: EvalParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path,
+                   metrics_path: Path, curve_path: Path) -> dict[str, dict[str, float]]:
+    model = load_checkpoint(checkpoint_dir).eval()
     captions = pd.read_parquet(captions_path)
     gallery = captions[captions["split"] == "val"].reset_index(drop=True)
     pixels, failed = decode_images(gallery["path"].tolist(), image_loader(model), desc="decode val")
@@ -78,7 +78,7 @@ def evaluate_stage(model_params: ModelParams, params: EvalParams, checkpoint_dir
     validation = ValidationSet.build(gallery, triplets_dir / "val.parquet")
     features = image_features(model, pixels, params.batch_size, desc="embed val gallery")
     ks = sorted(set(params.recall_ks) | {10, 50})
-    recalls = validation.recalls(model, tokenizer_for(model_params), features, params.query, ks, params.batch_size)
+    recalls = validation.recalls(model, tokenizer_for(model.arch), features, params.query, ks, params.batch_size)
     summary = fashioniq_summary(recalls)
     write_json(metrics_path, summary)
     curve = [{"k": k, **{c: round(r[k], 4) for c, r in recalls.items()},

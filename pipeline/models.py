@@ -25,6 +25,7 @@ from pipeline.io import atomic_path
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 QueryMode = Literal["composed", "text", "image"]
+Composition = Literal["sum", "combiner"]
 
 
 def _register_builtin_configs() -> None:
@@ -56,17 +57,25 @@ class Combiner(nn.Module):
 class RetrievalModel(nn.Module):
     """A CLIP model plus query composition; every output feature is L2-normalised."""
 
-    def __init__(self, clip: nn.Module, composition: Literal["sum", "combiner"]):
+    def __init__(self, clip: nn.Module, arch: str, composition: Composition = "sum"):
         super().__init__()
         self.clip = clip
-        self.composition = composition
+        self.arch = arch
         dim = int(clip.text_projection.shape[1]) if isinstance(clip.text_projection, torch.Tensor) \
             else int(clip.text_projection.out_features)
         self.embed_dim = dim
-        self.combiner = Combiner(dim, 4 * dim, 8 * dim) if composition == "combiner" else None
+        self.composition: Composition = "sum"
+        self.combiner: Combiner | None = None
+        self.set_composition(composition)
         cfg = clip.visual.preprocess_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1), persistent=False)
+
+    def set_composition(self, composition: Composition) -> None:
+        """Switch the query composition; a combiner starts from the current torch RNG state."""
+        self.composition = composition
+        self.combiner = Combiner(self.embed_dim, 4 * self.embed_dim, 8 * self.embed_dim) \
+            if composition == "combiner" else None
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised features."""
@@ -113,14 +122,13 @@ def create_clip(params: ModelParams, seed: int) -> nn.Module:
 
 
 def create_model(params: ModelParams, seed: int) -> RetrievalModel:
-    clip = create_clip(params, seed)
-    torch.manual_seed(seed + 1)
-    return RetrievalModel(clip, params.composition)
+    """The base model, composing queries by sum until stage 2 chooses its composition."""
+    return RetrievalModel(create_clip(params, seed), params.arch)
 
 
-def tokenizer_for(params: ModelParams):
+def tokenizer_for(arch: str):
     _register_builtin_configs()
-    return open_clip.get_tokenizer(params.arch)
+    return open_clip.get_tokenizer(arch)
 
 
 def image_loader(model: RetrievalModel) -> transforms.Compose:
@@ -132,24 +140,23 @@ def image_loader(model: RetrievalModel) -> transforms.Compose:
     return transforms.Compose([*steps, transforms.Lambda(lambda x: (x * 255).round().to(torch.uint8))])
 
 
-def save_checkpoint(directory: str | Path, model: RetrievalModel, params: ModelParams) -> None:
-    """A state dict (loadable with weights_only=True) plus the model params needed to rebuild the module."""
+def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
+    """A state dict (loadable with weights_only=True) and the description needed to rebuild the module, so a
+    checkpoint is self-describing and later stages need no model params of their own."""
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
         torch.save(model.state_dict(), tmp / "model.pt")
-        (tmp / "model.json").write_text(json.dumps(params.model_dump(), indent=2) + "\n")
+        (tmp / "model.json").write_text(json.dumps({"arch": model.arch, "composition": model.composition},
+                                                   indent=2) + "\n")
 
 
-def load_checkpoint(directory: str | Path, params: ModelParams) -> RetrievalModel:
+def load_checkpoint(directory: str | Path) -> RetrievalModel:
     directory = Path(directory)
-    path = directory / "model.pt"
-    if not path.is_file():
+    path, description = directory / "model.pt", directory / "model.json"
+    if not path.is_file() or not description.is_file():
         raise PipelineError(f"{path} is missing; run the stage that writes it first (dvc repro).")
-    saved = json.loads((directory / "model.json").read_text())
-    if saved.get("arch") != params.arch or saved.get("composition") != params.composition:
-        raise PipelineError(f"{directory} holds a '{saved.get('arch')}'/{saved.get('composition')} model but "
-                            f"model.* asks for '{params.arch}'/{params.composition}; re-run dvc repro.")
-    model = RetrievalModel(create_clip(ModelParams(arch=params.arch, pretrained="",
-                                                   composition=params.composition), seed=0), params.composition)
+    saved = json.loads(description.read_text())
+    clip = create_clip(ModelParams(arch=saved["arch"], pretrained=""), seed=0)
+    model = RetrievalModel(clip, saved["arch"], saved["composition"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

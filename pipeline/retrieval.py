@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import ModelParams, Stage2Params
+from pipeline.config import Stage2Params
 from pipeline.evaluation import ValidationSet
 from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
@@ -35,12 +35,14 @@ def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, posit
     return out
 
 
-def stage2(model_params: ModelParams, params: Stage2Params, k: int, seed: int, stage1_dir: Path,
-           embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
-    model = load_checkpoint(stage1_dir, model_params)
+def stage2(params: Stage2Params, k: int, seed: int, stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path,
+           negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+    model = load_checkpoint(stage1_dir)
+    torch.manual_seed(seed + 1)
+    model.set_composition(params.composition)
     for p in model.clip.visual.parameters():
         p.requires_grad_(False)
-    tokenizer = tokenizer_for(model_params)
+    tokenizer = tokenizer_for(model.arch)
 
     images, features = read_features(embeddings_dir / "images.parquet")
     is_train = (images["split"] == "train").to_numpy()
@@ -72,4 +74,4 @@ def stage2(model_params: ModelParams, params: Stage2Params, k: int, seed: int, s
     with open_live(live_dir) as live:
         train(model.trainable_query_side(), batch_loss, len(triplets), params, seed, live, [model],
               validate=validate, desc="stage2")
-    save_checkpoint(out_dir, model, model_params)
+    save_checkpoint(out_dir, model)

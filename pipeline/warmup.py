@@ -22,7 +22,7 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, captions_p
     captions = captions[captions["split"] == "train"].reset_index(drop=True)
     pixels, failed = decode_images(captions["path"].tolist(), image_loader(model))
     captions = captions.drop(index=captions.index[failed]).reset_index(drop=True)
-    tokens = tokenizer_for(model_params)(captions["caption"].tolist())
+    tokens = tokenizer_for(model.arch)(captions["caption"].tolist())
     caption_id = torch.from_numpy(pd.factorize(captions["caption"])[0])
 
     def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -34,4 +34,4 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, captions_p
     parameters = [p for n, p in model.clip.named_parameters() if not n.startswith("logit_")]
     with open_live(live_dir) as live:
         train(parameters, batch_loss, len(captions), params, seed, live, [model], desc="stage1")
-    save_checkpoint(out_dir, model, model_params)
+    save_checkpoint(out_dir, model)

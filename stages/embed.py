@@ -8,7 +8,7 @@ from pipeline.errors import run_stage
 
 def main() -> None:
     params = stage_params("embed")
-    report = embed_stage(params.model, params.embed, paths.STAGE1_DIR, paths.CAPTIONS, paths.TRIPLETS_DIR,
+    report = embed_stage(params.embed, paths.STAGE1_DIR, paths.CAPTIONS, paths.TRIPLETS_DIR,
                          paths.EMBEDDINGS_DIR)
     print(f"embed: {report['images']} images, {report['queries']} queries")
 

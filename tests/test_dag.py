@@ -67,6 +67,8 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copy2(source, root / name)
     _set_params(root, TINY_PARAMS)
     _run(["git", "init", "-q"], root)
+    _run(["git", "config", "user.email", "test@example.com"], root)  # dvc exp commits need an identity
+    _run(["git", "config", "user.name", "test"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny"], root)
     first = _run(["dvc", "repro"], root)

@@ -6,7 +6,7 @@ from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
 from pipeline.models import create_clip, create_model, image_loader, load_checkpoint, save_checkpoint, tokenizer_for
 
-TINY = ModelParams(arch="fciq-tiny", pretrained="", composition="sum")
+TINY = ModelParams(arch="fciq-tiny", pretrained="")
 
 
 def test_same_seed_same_random_init():
@@ -19,12 +19,14 @@ def test_same_seed_same_random_init():
 
 @pytest.mark.parametrize("composition", ["sum", "combiner"])
 def test_checkpoint_round_trip_with_weights_only(tmp_path, composition):
-    params = TINY.model_copy(update={"composition": composition})
-    model = create_model(params, seed=0).eval()
-    save_checkpoint(tmp_path / "ckpt", model, params)
-    loaded = load_checkpoint(tmp_path / "ckpt", params).eval()
+    model = create_model(TINY, seed=0)
+    model.set_composition(composition)
+    model.eval()
+    save_checkpoint(tmp_path / "ckpt", model)
+    loaded = load_checkpoint(tmp_path / "ckpt").eval()
+    assert loaded.composition == composition and loaded.arch == "fciq-tiny"
     pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
-    tokens = tokenizer_for(params)(["a red dress", "is blue"])
+    tokens = tokenizer_for("fciq-tiny")(["a red dress", "is blue"])
     with torch.no_grad():
         a = model.compose(model.encode_images(pixels), model.encode_texts(tokens))
         b = loaded.compose(loaded.encode_images(pixels), loaded.encode_texts(tokens))
@@ -47,7 +49,7 @@ def test_bad_model_params_are_one_sentence(tmp_path):
     with pytest.raises(PipelineError, match="no such file"):
         create_clip(TINY.model_copy(update={"pretrained": str(tmp_path / "missing.pt")}), 0)
     with pytest.raises(PipelineError, match="is missing"):
-        load_checkpoint(tmp_path / "nothing", TINY)
+        load_checkpoint(tmp_path / "nothing")
 
 
 def test_loader_matches_open_clip_preprocessing():
