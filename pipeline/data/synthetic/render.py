@@ -7,6 +7,7 @@ equal pixels.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,12 +142,8 @@ def _fabric(attributes: Attributes, g: _Geometry) -> Image.Image:
             y0 = g.top % period + (k - 1) * period
             draw.rectangle([0, y0, _CANVAS, y0 + 0.45 * period], fill=accent)
     elif pattern == "dotted":
-        period = 9 * u
-        for row in range(int(_CANVAS / period) + 2):
-            for col in range(int(_CANVAS / period) + 2):
-                x = col * period + (row % 2) * period / 2 + g.cx % period
-                y = row * period + g.top % period
-                draw.ellipse([x - 2.2 * u, y - 2.2 * u, x + 2.2 * u, y + 2.2 * u], fill=accent)
+        for x, y in _lattice(g, 9 * u):
+            draw.ellipse([x - 2.2 * u, y - 2.2 * u, x + 2.2 * u, y + 2.2 * u], fill=accent)
     elif pattern == "checked":
         period = 12 * u
         for k in range(int(_CANVAS / period) + 2):
@@ -155,15 +152,11 @@ def _fabric(attributes: Attributes, g: _Geometry) -> Image.Image:
             draw.rectangle([0, g.top % period + offset, _CANVAS, g.top % period + offset + 0.4 * period],
                            fill=accent)
     elif pattern == "floral":
-        period = 16 * u
-        for row in range(int(_CANVAS / period) + 2):
-            for col in range(int(_CANVAS / period) + 2):
-                x = col * period + (row % 2) * period / 2 + g.cx % period
-                y = row * period + g.top % period
-                for angle in np.linspace(0, 2 * np.pi, 5, endpoint=False):
-                    px, py = x + 3.2 * u * np.cos(angle), y + 3.2 * u * np.sin(angle)
-                    draw.ellipse([px - 2.2 * u, py - 2.2 * u, px + 2.2 * u, py + 2.2 * u], fill=accent)
-                draw.ellipse([x - 1.5 * u, y - 1.5 * u, x + 1.5 * u, y + 1.5 * u], fill=_shade(accent, 0.6))
+        for x, y in _lattice(g, 16 * u):
+            for angle in np.linspace(0, 2 * np.pi, 5, endpoint=False):
+                px, py = x + 3.2 * u * np.cos(angle), y + 3.2 * u * np.sin(angle)
+                draw.ellipse([px - 2.2 * u, py - 2.2 * u, px + 2.2 * u, py + 2.2 * u], fill=accent)
+            draw.ellipse([x - 1.5 * u, y - 1.5 * u, x + 1.5 * u, y + 1.5 * u], fill=_shade(accent, 0.6))
     elif pattern == "graphic":
         cx, cy = g.xy(0, 20)
         r = 9 * u
@@ -171,6 +164,13 @@ def _fabric(attributes: Attributes, g: _Geometry) -> Image.Image:
                  cy - (r if k % 2 == 0 else r / 2.3) * np.cos(k * np.pi / 5)) for k in range(10)]
         draw.polygon(star, fill=accent)
     return fabric
+
+
+def _lattice(g: _Geometry, period: float) -> Iterator[tuple[float, float]]:
+    """Centres of a staggered lattice over the canvas, anchored to the garment so the print moves with it."""
+    for row in range(int(_CANVAS / period) + 2):
+        for col in range(int(_CANVAS / period) + 2):
+            yield col * period + (row % 2) * period / 2 + g.cx % period, row * period + g.top % period
 
 
 def _draw_shirt_details(draw: ImageDraw.ImageDraw, attributes: Attributes, g: _Geometry) -> None:
