@@ -58,18 +58,20 @@ def run(variant: str, seed: int, base: dict[str, object]) -> dict:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
     metrics = json.loads(Path("metrics/eval.json").read_text())
-    return {"variant": variant, "seed": seed, "command": " ".join(command), "metrics": metrics}
+    curve = {row["k"]: row["average"] for row in json.loads(Path("plots/recall_at_k.json").read_text())}
+    return {"variant": variant, "seed": seed, "command": " ".join(command), "metrics": metrics,
+            "recall_at_k": curve}
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | seeds | R@10 | R@50 | mean |", "|---|---|---|---|---|"]
+    lines = ["| variant | seeds | R@1 | R@10 | R@50 | mean |", "|---|---|---|---|---|---|"]
     for variant in VARIANTS:
         runs = [r for r in rows if r["variant"] == variant]
         if not runs:
             continue
         cells = []
-        for key in ("R@10", "R@50", "mean"):
-            values = [r["metrics"]["average"][key] for r in runs]
+        for key in ("R@1", "R@10", "R@50", "mean"):
+            values = [r["recall_at_k"]["1"] if key == "R@1" else r["metrics"]["average"][key] for r in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
         lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
