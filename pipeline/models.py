@@ -17,6 +17,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
+from open_clip.transformer import QuickGELU
 from torchvision import transforms
 
 from pipeline.config import ModelParams
@@ -61,9 +62,7 @@ class RetrievalModel(nn.Module):
         super().__init__()
         self.clip = clip
         self.arch = arch
-        dim = int(clip.text_projection.shape[1]) if isinstance(clip.text_projection, torch.Tensor) \
-            else int(clip.text_projection.out_features)
-        self.embed_dim = dim
+        self.embed_dim = int(open_clip.get_model_config(arch)["embed_dim"])
         self.composition: Composition = "sum"
         self.combiner: Combiner | None = None
         self.set_composition(composition)
@@ -121,6 +120,10 @@ def create_clip(params: ModelParams, seed: int) -> nn.Module:
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from exc
 
 
+def _uses_quick_gelu(clip: nn.Module) -> bool:
+    return any(isinstance(m, QuickGELU) for m in clip.modules())
+
+
 def create_model(params: ModelParams, seed: int) -> RetrievalModel:
     """The base model, composing queries by sum until stage 2 chooses its composition."""
     return RetrievalModel(create_clip(params, seed), params.arch)
@@ -141,13 +144,15 @@ def image_loader(model: RetrievalModel) -> transforms.Compose:
 
 
 def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
-    """A state dict (loadable with weights_only=True) and the description needed to rebuild the module, so a
-    checkpoint is self-describing and later stages need no model params of their own."""
+    """A state dict (loadable with weights_only=True) plus what rebuilding the module needs that the weights do
+    not say: architecture, composition, activation (OpenAI weights use QuickGELU) and the preprocessing of the
+    pretrained tag. Checkpoints are self-describing, so later stages need no model params of their own."""
+    description = {"arch": model.arch, "composition": model.composition,
+                   "quick_gelu": _uses_quick_gelu(model.clip), "preprocess": model.clip.visual.preprocess_cfg}
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
         torch.save(model.state_dict(), tmp / "model.pt")
-        (tmp / "model.json").write_text(json.dumps({"arch": model.arch, "composition": model.composition},
-                                                   indent=2) + "\n")
+        (tmp / "model.json").write_text(json.dumps(description, indent=2) + "\n")
 
 
 def load_checkpoint(directory: str | Path) -> RetrievalModel:
@@ -156,7 +161,10 @@ def load_checkpoint(directory: str | Path) -> RetrievalModel:
     if not path.is_file() or not description.is_file():
         raise PipelineError(f"{path} is missing; run the stage that writes it first (dvc repro).")
     saved = json.loads(description.read_text())
-    clip = create_clip(ModelParams(arch=saved["arch"], pretrained=""), seed=0)
+    _register_builtin_configs()
+    clip = open_clip.create_model(saved["arch"], pretrained=None, force_quick_gelu=saved["quick_gelu"])
+    preprocess = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()}
+    open_clip.set_model_preprocess_cfg(clip, preprocess)
     model = RetrievalModel(clip, saved["arch"], saved["composition"])
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

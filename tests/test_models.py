@@ -4,7 +4,10 @@ import torch
 
 from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
-from pipeline.models import create_clip, create_model, image_loader, load_checkpoint, save_checkpoint, tokenizer_for
+from open_clip.transformer import QuickGELU
+
+from pipeline.models import (RetrievalModel, create_clip, create_model, image_loader, load_checkpoint, save_checkpoint,
+                             tokenizer_for)
 
 TINY = ModelParams(arch="fciq-tiny", pretrained="")
 
@@ -60,3 +63,18 @@ def test_loader_matches_open_clip_preprocessing():
     image = Image.new("RGB", (80, 50), (200, 30, 60))
     ours = (image_loader(model)(image).float() / 255 - model.mean[0]) / model.std[0]
     assert torch.allclose(ours, preprocess(image), atol=2e-2)
+
+
+def test_checkpoint_keeps_activation_and_preprocessing_of_the_pretrained_weights(tmp_path):
+    """OpenAI weights need QuickGELU and some tags bring their own mean/std; rebuilding must not lose either."""
+    clip = open_clip.create_model("fciq-tiny", force_quick_gelu=True)
+    cfg = {**clip.visual.preprocess_cfg, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    open_clip.set_model_preprocess_cfg(clip, cfg)
+    model = RetrievalModel(clip, "fciq-tiny").eval()
+    save_checkpoint(tmp_path / "ckpt", model)
+    loaded = load_checkpoint(tmp_path / "ckpt").eval()
+    assert any(isinstance(m, QuickGELU) for m in loaded.clip.modules())
+    assert loaded.clip.visual.preprocess_cfg["mean"] == (0.5, 0.5, 0.5)
+    pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_images(pixels), loaded.encode_images(pixels))
