@@ -88,6 +88,27 @@ def modification_text(reference: Attributes, target: Attributes, fields: list[st
         _TEMPLATES[template].format(new=_value_phrase(f, target), old=_value_phrase(f, reference)) for f in fields)
 
 
+def _attribute_codes(attributes: list[Attributes]) -> np.ndarray:
+    """[N, len(COMPARABLE_FIELDS)] integer codes of each field's value; 0 where the captioner gave none."""
+    values = [[a.value(f) for f in COMPARABLE_FIELDS] for a in attributes]
+    vocabulary = {v: i + 1 for i, v in enumerate(sorted({v for row in values for v in row if v is not None}))}
+    return np.array([[vocabulary[v] if v is not None else 0 for v in row] for row in values]).reshape(
+        len(attributes), len(COMPARABLE_FIELDS))
+
+
+def _generated_row(category: str, index: int, reference: tuple[str, Attributes], target: tuple[str, Attributes],
+                   fields: list[str], use_reference_prompt: bool, rng: np.random.Generator) -> dict[str, str]:
+    (ref_name, ref), (tgt_name, tgt) = reference, target
+    first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
+    caption1 = modification_text(ref, tgt, fields, int(first))
+    caption2 = modification_text(ref, tgt, fields, int(second))
+    prompt = ref.sentence() if use_reference_prompt else ""
+    return {"triplet_id": f"generated-{category}-{index:06d}", "category": category, "split": "train",
+            "source": "generated", "candidate": ref_name, "target": tgt_name, "caption1": caption1,
+            "caption2": caption2, "reference_caption": ref.sentence(), "target_caption": tgt.sentence(),
+            "prompt": prompt, "query_text": query_text(relative_text(caption1, caption2), prompt)}
+
+
 def generated_triplets(
     captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
     use_reference_prompt: bool, rng: np.random.Generator,
@@ -96,47 +117,32 @@ def generated_triplets(
 
     Only fields both images have a value for are compared, so a captioner that leaves a field empty never
     produces a pair that claims a change it did not see. Annotated pairs (`exclude`) are not generated again.
+    Anchors are visited in random order, in as many passes as it takes to make the count or run out of pairs.
     """
     rows = []
     for category, group in captions.groupby("category", sort=True):
         attributes = [Attributes.from_dict(json.loads(a)) for a in group["attributes"]]
         names = group["name"].tolist()
-        values = [[a.value(f) for f in COMPARABLE_FIELDS] for a in attributes]
-        vocabulary = {v: i + 1 for i, v in enumerate(sorted({v for row in values for v in row if v is not None}))}
-        codes = np.array([[vocabulary.get(v, 0) if v is not None else 0 for v in row] for row in values])
+        codes = _attribute_codes(attributes)
         known = codes > 0
-        made = 0
-        while made < count_per_category:  # passes over the anchors until enough pairs or none left
-            made_before = made
+        made, progress = 0, True
+        while made < count_per_category and progress:
+            progress = False
             for anchor in rng.permutation(len(names)):
                 if made >= count_per_category:
                     break
-                both = known[anchor] & known
-                differ = ((codes != codes[anchor]) & both).sum(axis=1)
-                partners = np.flatnonzero((differ >= 1) & (differ <= max_changed_fields))
-                partners = [p for p in partners if (names[anchor], names[p]) not in exclude]
+                changed = (codes != codes[anchor]) & known[anchor] & known
+                counts = changed.sum(axis=1)
+                partners = [p for p in np.flatnonzero((counts >= 1) & (counts <= max_changed_fields))
+                            if (names[anchor], names[p]) not in exclude]
                 if not partners:
                     continue
                 partner = int(partners[int(rng.integers(len(partners)))])
-                ref, tgt = attributes[anchor], attributes[partner]
-                fields = [f for f, d in zip(COMPARABLE_FIELDS, (codes[anchor] != codes[partner]) & both[partner],
-                                            strict=True) if d]
-                first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
-                caption1 = modification_text(ref, tgt, fields, int(first))
-                caption2 = modification_text(ref, tgt, fields, int(second))
-                ref_caption, tgt_caption = ref.sentence(), tgt.sentence()
-                prompt = ref_caption if use_reference_prompt else ""
-                rows.append({
-                    "triplet_id": f"generated-{category}-{made:06d}", "category": category, "split": "train",
-                    "source": "generated", "candidate": names[anchor], "target": names[partner],
-                    "caption1": caption1, "caption2": caption2, "reference_caption": ref_caption,
-                    "target_caption": tgt_caption, "prompt": prompt,
-                    "query_text": query_text(relative_text(caption1, caption2), prompt),
-                })
+                fields = [f for f, d in zip(COMPARABLE_FIELDS, changed[partner], strict=True) if d]
+                rows.append(_generated_row(category, made, (names[anchor], attributes[anchor]),
+                                           (names[partner], attributes[partner]), fields, use_reference_prompt, rng))
                 exclude.add((names[anchor], names[partner]))
-                made += 1
-            if made == made_before:
-                break
+                made, progress = made + 1, True
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
 
 
