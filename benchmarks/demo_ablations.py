@@ -27,7 +27,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "no static negatives (stage2.static_negatives=0)": {"stage2.static_negatives": 0},
     "no generated triplets (triplets.generated_per_category=0)": {"triplets.generated_per_category": 0},
     "sum composition (stage2.composition=sum)": {"stage2.composition": "sum"},
-    "with reference prompt (triplets.reference_prompt=true)": {"triplets.reference_prompt": True},
+    "without reference prompt (triplets.reference_prompt=false)": {"triplets.reference_prompt": False},
     "reference image only (eval.query=image)": {"eval.query": "image"},
     "relative captions only (eval.query=text)": {"eval.query": "text"},
 }

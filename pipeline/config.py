@@ -59,7 +59,7 @@ class CaptionParams(_Section):
 class TripletsParams(_Section):
     generated_per_category: NonNegativeInt = 2000
     max_changed_fields: Annotated[int, Field(ge=1, le=3)] = 2
-    reference_prompt: bool = False
+    reference_prompt: bool = True
 
 
 class ModelParams(_Section):
