@@ -46,7 +46,3 @@ def write_json(path: str | Path, data: Any) -> None:
 def write_parquet(path: str | Path, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())

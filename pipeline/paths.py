@@ -5,8 +5,6 @@ from pathlib import Path
 SYNTHETIC = Path("data/synthetic")
 CAPTIONS_DIR = Path("data/captions")
 CAPTIONS = CAPTIONS_DIR / "captions.parquet"
-CAPTION_CACHE = CAPTIONS_DIR / "cache.sqlite"
-CAPTION_REPORT = CAPTIONS_DIR / "report.json"
 TRIPLETS_DIR = Path("data/triplets")
 EMBEDDINGS_DIR = Path("data/embeddings")
 NEGATIVES = Path("data/negatives/train.parquet")
