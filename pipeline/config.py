@@ -9,7 +9,7 @@ would make `dvc exp run -S ...` skip a stage that should re-run).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ruamel.yaml import YAML
@@ -52,8 +52,30 @@ class DataParams(_Section):
 
 
 class CaptionParams(_Section):
-    backend: Literal["catalog"] = "catalog"
+    """Which captioner writes the attribute-aware captions, and how.
+
+    Keys in UNTRACKED say where and how fast the work runs, not what it computes (the server URL, the command that
+    starts the server, concurrency, batch size): dvc.yaml does not list them, so changing them never invalidates
+    captions. Everything else (backend, model, decoding settings) is tracked, and is also part of the cache key.
+    """
+
+    UNTRACKED: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "max_concurrency", "url", "serve_command", "serve_args", "startup_timeout"})
+
+    backend: Literal["catalog", "vllm", "vllm-offline", "transformers"] = "catalog"
+    model: str = "llava-hf/llava-1.5-7b-hf"
+    max_tokens: PositiveInt = 256
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    image_size: Annotated[int, Field(ge=16, le=2048)] = 336
+    free_text: bool = False
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: PositiveInt = 64
+    max_concurrency: PositiveInt = 32
+    url: str = ""
+    serve_command: str = "vllm serve"
+    serve_args: list[str] = Field(default_factory=list)
+    startup_timeout: PositiveFloat = 900.0
 
 
 class TripletsParams(_Section):
@@ -150,8 +172,24 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise PipelineError(_sentence(path, raw, error)) from None
 
 
+class SectionView:
+    """A section of which dvc.yaml declares only some keys: the others (bar the section's UNTRACKED) are refused."""
+
+    def __init__(self, stage: str, name: str, section: _Section, readable: set[str]):
+        self._stage, self._name, self._section, self._readable = stage, name, section, readable
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        if key not in self._readable:
+            raise PipelineError(
+                f"stage '{self._stage}' reads params '{self._name}.{key}' but dvc.yaml does not declare it; add it to "
+                f"the stage's params so DVC re-runs the stage when it changes.")
+        return getattr(self._section, key)
+
+
 class StageParams:
-    """The params a stage may read: only the sections its dvc.yaml entry declares."""
+    """The params a stage may read: only what its dvc.yaml entry declares (whole sections or single keys)."""
 
     def __init__(self, stage: str, params: Params, declared: set[str]):
         self._stage, self._params, self._declared = stage, params, declared
@@ -159,16 +197,25 @@ class StageParams:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name not in self._declared:
+        if name in self._declared:
+            return getattr(self._params, name)
+        keys = {d.split(".", 1)[1] for d in self._declared if d.startswith(f"{name}.")}
+        if not keys:
             raise PipelineError(
                 f"stage '{self._stage}' reads params '{name}' but dvc.yaml does not declare it; add it to the "
                 f"stage's params so DVC re-runs the stage when it changes.")
-        return getattr(self._params, name)
+        section = getattr(self._params, name)
+        return SectionView(self._stage, name, section, keys | set(getattr(section, "UNTRACKED", ())))
 
 
 def stage_params(stage: str, params_path: str | Path = "params.yaml", dvc_path: str | Path = "dvc.yaml") -> StageParams:
-    """Validated params for `stage`, restricted to the top-level keys its dvc.yaml entry lists under `params`."""
+    """Validated params for `stage`, restricted to the sections or dotted keys its dvc.yaml entry lists."""
     params = load_params(params_path)
+    return StageParams(stage, params, declared_params(stage, dvc_path))
+
+
+def declared_params(stage: str, dvc_path: str | Path = "dvc.yaml") -> set[str]:
+    """The params entries (`section` or `section.key`) that `stage` lists in dvc.yaml."""
     dvc = _yaml(Path(dvc_path)) or {}
     stages = dvc.get("stages", {})
     if stage not in stages:
@@ -176,6 +223,5 @@ def stage_params(stage: str, params_path: str | Path = "params.yaml", dvc_path: 
     declared: set[str] = set()
     for entry in stages[stage].get("params", []):
         keys = entry if isinstance(entry, str) else next(iter(entry.values()))
-        for key in [keys] if isinstance(keys, str) else keys:
-            declared.add(key.split(".")[0])
-    return StageParams(stage, params, declared)
+        declared.update([keys] if isinstance(keys, str) else keys)
+    return declared

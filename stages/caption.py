@@ -10,7 +10,8 @@ def main() -> None:
     params = stage_params("caption")
     report = caption_stage(params.data, params.caption, paths.CAPTIONS_DIR)
     print(f"caption: {report['images']} images, {report.get('cached', 0)} from cache, "
-          f"{report.get('captioned', 0)} captioned, {report.get('corrupt', 0)} corrupt, {report.get('failed', 0)} failed")
+          f"{report.get('captioned', 0)} captioned ({report['captioned_per_second']} img/s), "
+          f"{report.get('corrupt', 0)} corrupt, {report.get('failed', 0)} failed")
 
 
 if __name__ == "__main__":

@@ -19,3 +19,11 @@ def tiny_catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("catalogue") / "synthetic"
     write_catalogue(root, TINY, seed=0, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight LLaVA checkpoint directory built in code (tests/support/tiny_llava.py)."""
+    from tests.support.tiny_llava import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")

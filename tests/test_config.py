@@ -1,7 +1,7 @@
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline.config import Params, load_params, stage_params
+from pipeline.config import CaptionParams, Params, declared_params, load_params, stage_params
 from pipeline.errors import PipelineError
 from tests.conftest import REPO
 
@@ -58,3 +58,20 @@ def test_every_stage_declares_only_real_sections():
     for name, stage in dvc["stages"].items():
         for key in stage.get("params", []):
             assert key.split(".")[0] in Params.model_fields, (name, key)
+
+
+def test_single_keys_can_be_declared_and_untracked_keys_stay_readable(tmp_path):
+    params = _write(tmp_path, "caption:\n  model: m\n  url: http://x\n")
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text("stages:\n  caption:\n    cmd: x\n    params: [caption.model]\n")
+    view = stage_params("caption", params, dvc)
+    assert view.caption.model == "m" and view.caption.url == "http://x"  # url is untracked by design
+    with pytest.raises(PipelineError, match="caption.max_tokens"):
+        view.caption.max_tokens
+
+
+def test_caption_stage_tracks_every_key_that_changes_captions():
+    """A new CaptionParams key must be either listed in dvc.yaml or deliberately UNTRACKED."""
+    declared = declared_params("caption", REPO / "dvc.yaml")
+    tracked = {d.split(".", 1)[1] for d in declared if d.startswith("caption.")}
+    assert tracked == set(CaptionParams.model_fields) - CaptionParams.UNTRACKED

@@ -15,6 +15,7 @@ from ruamel.yaml import YAML
 
 from pipeline import paths
 from tests.conftest import REPO
+from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +29,9 @@ TINY_PARAMS = {
 }
 
 
-def _run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -55,25 +57,32 @@ def _set_params(root: Path, updates: dict) -> None:
         yaml.dump(params, handle)
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the committed tree with tiny params, reproduced once with `dvc repro`."""
-    root = tmp_path_factory.mktemp("repo")
+def tiny_copy(root: Path, params: dict) -> Path:
+    """A git repository at `root` holding the committed tree (no run outputs) with `params` applied."""
     tracked = _run(["git", "ls-files"], REPO).stdout.split()
     for name in tracked:
         source = REPO / name
         if source.is_file() and not name.startswith(("metrics/", "plots/", "dvclive/")) and name != "dvc.lock":
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
-    _set_params(root, TINY_PARAMS)
+    _set_params(root, params)
     _run(["git", "init", "-q"], root)
     _run(["git", "config", "user.email", "test@example.com"], root)  # dvc exp commits need an identity
     _run(["git", "config", "user.name", "test"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny"], root)
+    return root
+
+
+ALL_STAGES = {"synthesize", "caption", "triplets", "stage1", "embed", "mine", "stage2", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the committed tree with tiny params, reproduced once with `dvc repro`."""
+    root = tiny_copy(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
     first = _run(["dvc", "repro"], root)
-    assert _ran(first.stdout) == {"synthesize", "caption", "triplets", "stage1", "embed", "mine", "stage2",
-                                  "evaluate"}
+    assert _ran(first.stdout) == ALL_STAGES
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "reference run"], root)
     return root
@@ -122,3 +131,28 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
     assert "error: params.yaml: unknown key 'negatives.kk'" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert model.stat().st_mtime == before
+
+
+@needs_vllm
+def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_llava: Path):
+    """`caption.backend: vllm` with no URL: the stage starts the real server, captions, stops it; the DAG goes on."""
+    caption = {"backend": "vllm", "model": str(tiny_llava), "image_size": 64, "max_tokens": 200,
+               "serve_command": SERVE_COMMAND, "serve_args": SERVE_ARGS, "max_concurrency": 4, "startup_timeout": 300}
+    root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "caption": caption})
+    result = _run(["dvc", "repro"], root, env=SERVER_ENV)
+    assert _ran(result.stdout) == ALL_STAGES
+    report = json.loads((root / "data/captions/report.json").read_text())
+    assert report["captioner"]["backend"] == "vllm" and report["captioner"]["versions"]["vllm"].startswith("0.")
+    assert report["captioned"] > 0 and report["captioned"] + report.get("failed", 0) == report["images"]
+    assert report["captioner"]["completion_tokens"] > 0
+    assert json.loads((root / paths.EVAL_METRICS).read_text())["average"]["mean"] >= 0
+
+    # Where and how fast the server runs is not tracked: changing it re-runs nothing, and starts no server.
+    _set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})
+    again = _run(["dvc", "repro"], root, env=SERVER_ENV)
+    assert _ran(again.stdout) == set()
+    # A tracked decoding setting re-runs the stage; the cache then answers images whose key is unchanged.
+    _set_params(root, {"caption": {"retries": 3}})
+    third = _run(["dvc", "repro", "caption"], root, env=SERVER_ENV)
+    assert _ran(third.stdout) == {"caption"}
+    assert "starting the vLLM server" not in third.stdout or report.get("failed", 0) > 0

@@ -28,10 +28,13 @@ class ImageToCaption:
 class Caption:
     attributes: Attributes
     raw: str = ""  # the backend's own output (an MLLM's JSON), kept for inspection
+    description: str = ""  # an MLLM's free-text sentence, when asked for one (caption.free_text)
 
     @property
     def text(self) -> str:
-        return self.attributes.sentence()
+        """The sentence-level caption: rendered from the attributes, then the free-text description if any."""
+        sentence = self.attributes.sentence()
+        return f"{sentence}. {self.description}" if self.description else sentence
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,26 @@ class Captioner(ABC):
         """What besides the image bytes the output depends on (part of the cache key); nothing for an MLLM."""
         return ""
 
+    def versions(self) -> dict[str, str]:
+        """Versions of the model and software behind the captions, recorded in the stage report."""
+        return {}
+
+    def usage(self) -> dict[str, float]:
+        """Work done so far (requests, tokens, ...), recorded in the stage report."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the backend holds (a server it started, a model in memory)."""
+
+    def __enter__(self) -> Captioner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @abstractmethod
     def caption(self, batch: list[ImageToCaption]) -> list[Caption | CaptionFailure]:
-        """One result per input, in order. Must not raise for a single bad image: return a CaptionFailure."""
+        """One result per input, in order. Must not raise for a single bad image: return a CaptionFailure.
+
+        Raise (a PipelineError) only when no further image can be captioned either, e.g. the server is gone.
+        """

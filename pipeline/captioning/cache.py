@@ -32,6 +32,9 @@ class CaptionCache:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS captions (content_key TEXT, signature TEXT, attributes TEXT, raw TEXT,"
             " PRIMARY KEY (content_key, signature))")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(captions)")}
+        if "description" not in columns:  # caches written before free-text descriptions existed
+            self._db.execute("ALTER TABLE captions ADD COLUMN description TEXT NOT NULL DEFAULT ''")
         self._db.commit()
 
     def get_many(self, digests: list[str], signature: str) -> dict[str, Caption]:
@@ -39,17 +42,18 @@ class CaptionCache:
         for start in range(0, len(digests), 500):
             chunk = digests[start:start + 500]
             rows = self._db.execute(
-                f"SELECT content_key, attributes, raw FROM captions WHERE signature = ? AND content_key IN "
+                f"SELECT content_key, attributes, raw, description FROM captions WHERE signature = ? AND content_key IN "
                 f"({','.join('?' * len(chunk))})", [signature, *chunk])
-            for digest, attributes, raw in rows:
-                found[digest] = Caption(Attributes.from_dict(json.loads(attributes)), raw)
+            for digest, attributes, raw, description in rows:
+                found[digest] = Caption(Attributes.from_dict(json.loads(attributes)), raw, description)
         return found
 
     def put_many(self, items: list[tuple[str, Caption]], signature: str) -> None:
         """Store and commit a batch of captions at once."""
         self._db.executemany(
-            "INSERT OR REPLACE INTO captions VALUES (?, ?, ?, ?)",
-            [(digest, signature, json.dumps(c.attributes.to_dict()), c.raw) for digest, c in items])
+            "INSERT OR REPLACE INTO captions (content_key, signature, attributes, raw, description)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(digest, signature, json.dumps(c.attributes.to_dict()), c.raw, c.description) for digest, c in items])
         self._db.commit()
 
     def __len__(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -85,18 +86,24 @@ def caption_images(
     return table, report
 
 
-
 def caption_stage(data: DataParams, caption: CaptionParams, out_dir: Path) -> dict[str, object]:
     """The `caption` stage: every train and val image of the dataset, captioned through the cache."""
     dataset = FashionIQ(Path(data.root), data.categories)
     images = pd.concat([dataset.images("train"), dataset.images("val")], ignore_index=True)
     tags = {**dataset.tags("train"), **dataset.tags("val")}
     cache = CaptionCache(out_dir / "cache.sqlite")
+    started = time.perf_counter()
     try:
-        table, report = caption_images(images, tags, build_captioner(caption), cache, caption.batch_size)
+        with build_captioner(caption, log_dir=out_dir) as captioner:
+            table, report = caption_images(images, tags, captioner, cache, caption.batch_size)
+            backend = {"backend": captioner.backend, "model": captioner.model,
+                       "prompt_version": captioner.prompt_version, "signature": captioner.signature,
+                       "settings": captioner.settings(), "versions": captioner.versions(), **captioner.usage()}
     finally:
         cache.close()
+    seconds = time.perf_counter() - started
     write_parquet(out_dir / "captions.parquet", pa.Table.from_pandas(table, preserve_index=False))
-    report = {**report, "missing": dataset.missing}
+    report = {**report, "missing": dataset.missing, "captioner": backend, "seconds": round(seconds, 1),
+              "captioned_per_second": round(report.get("captioned", 0) / seconds, 2) if seconds else 0.0}
     write_json(out_dir / "report.json", report)
     return report
