@@ -82,6 +82,8 @@ class TripletsParams(_Section):
     generated_per_category: NonNegativeInt = 2000
     max_changed_fields: Annotated[int, Field(ge=1, le=3)] = 2
     reference_prompt: bool = True
+    phrasing: Literal["template", "mllm"] = "template"  # mllm: generated modification texts worded by an LLM
+    phrasing_model: str = ""  # the LLM for phrasing on the vLLM server; "" = caption.model
 
 
 class ModelParams(_Section):

@@ -3,7 +3,8 @@
 A triplet's composed query text is its relative captions followed by the reference image's sentence-level prompt
 (its attribute-aware caption), so the text side knows what the reference looks like before it is asked to change
 it. Generated triplets pair gallery images whose captioned attributes differ in a few fields and phrase the
-modification from templates, as SPN4CIR does, to add training signal where annotations are scarce.
+modification from templates, as SPN4CIR does, or (`triplets.phrasing: mllm`) ask an LLM on a vLLM server to word it,
+to add training signal where annotations are scarce.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
-from pipeline.config import DataParams, TripletsParams
+from pipeline.config import CaptionParams, DataParams, TripletsParams
 from pipeline.data.fashioniq import FashionIQ
 from pipeline.io import write_json, write_parquet
 
@@ -146,9 +147,43 @@ def generated_triplets(
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
 
 
-def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions_path: Path, out_dir: Path
-                   ) -> dict[str, int]:
-    """The `triplets` stage: annotated train/val triplets plus generated training triplets, as Parquet."""
+def changed_fields(reference: Attributes, target: Attributes) -> list[str]:
+    """The fields both garments have a value for and that differ (what a generated triplet asks to change)."""
+    return [f for f in COMPARABLE_FIELDS
+            if reference.value(f) is not None and target.value(f) is not None and reference.value(f) != target.value(f)]
+
+
+def rephrase_with_llm(generated: pd.DataFrame, captions: pd.DataFrame, caption: CaptionParams, model: str,
+                      log_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Generated triplets with their two modification texts (and query text) written by `model` on a vLLM server;
+    rows whose answer was unusable keep the template texts."""
+    from pipeline.captioning.vllm_client import ChatClient
+    from pipeline.phrasing import phrase
+
+    attributes = {name: Attributes.from_dict(json.loads(a))
+                  for name, a in zip(captions["name"], captions["attributes"], strict=True)}
+    pairs = [(attributes[c], attributes[t], changed_fields(attributes[c], attributes[t]))
+             for c, t in zip(generated["candidate"], generated["target"], strict=True)]
+    client = ChatClient(caption, model, log_path=log_dir / "vllm-server.log" if log_dir else None)
+    try:
+        texts = phrase(client, pairs) if pairs else []
+    finally:
+        client.close()
+    table = generated.copy()
+    for i, worded in enumerate(texts):
+        if worded is not None:
+            table.loc[i, ["caption1", "caption2"]] = worded
+    table["query_text"] = [query_text(relative_text(c1, c2), prompt) for c1, c2, prompt
+                           in zip(table["caption1"], table["caption2"], table["prompt"], strict=True)]
+    return table, {"phrased_by_llm": sum(t is not None for t in texts),
+                   "phrasing_failed": sum(t is None for t in texts)}
+
+
+def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions_path: Path, out_dir: Path,
+                   caption: CaptionParams | None = None) -> dict[str, int]:
+    """The `triplets` stage: annotated train/val triplets plus generated training triplets, as Parquet.
+
+    `caption` (the server settings and the captioning model) is needed only for `phrasing: mllm`."""
     dataset = FashionIQ(Path(data.root), data.categories)
     captions = pd.read_parquet(captions_path)
     train = annotated_triplets(dataset.pairs("train"), captions, params.reference_prompt)
@@ -157,10 +192,15 @@ def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions
         captions[captions["split"] == "train"], params.generated_per_category, params.max_changed_fields,
         exclude=set(zip(train["candidate"], train["target"], strict=True)),
         use_reference_prompt=params.reference_prompt, rng=np.random.default_rng([seed, 3]))
+    phrasing: dict[str, int] = {}
+    if params.phrasing == "mllm" and len(generated):
+        assert caption is not None, "phrasing: mllm needs the caption section's server settings"
+        generated, phrasing = rephrase_with_llm(generated, captions, caption, params.phrasing_model or caption.model,
+                                                log_dir=out_dir.parent / "captions")
     train = pd.concat([train, generated], ignore_index=True)
     for name, table in (("train", train), ("val", val)):
         write_parquet(out_dir / f"{name}.parquet", pa.Table.from_pandas(table, preserve_index=False))
     report = {"train_annotated": int((train["source"] == "annotated").sum()), "train_generated": len(generated),
-              "val": len(val), **{k: int(v) for k, v in dataset.missing.items()}}
+              "val": len(val), **phrasing, **{k: int(v) for k, v in dataset.missing.items()}}
     write_json(out_dir / "report.json", report)
     return report

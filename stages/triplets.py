@@ -8,7 +8,8 @@ from pipeline.triplets import triplets_stage
 
 def main() -> None:
     params = stage_params("triplets")
-    report = triplets_stage(params.data, params.triplets, params.seed, paths.CAPTIONS, paths.TRIPLETS_DIR)
+    report = triplets_stage(params.data, params.triplets, params.seed, paths.CAPTIONS, paths.TRIPLETS_DIR,
+                            caption=params.caption)
     print(f"triplets: {report['train_annotated']} annotated + {report['train_generated']} generated train, "
           f"{report['val']} val")
 

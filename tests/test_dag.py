@@ -135,12 +135,16 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
 
 @needs_vllm
 def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_llava: Path):
-    """`caption.backend: vllm` with no URL: the stage starts the real server, captions, stops it; the DAG goes on."""
+    """`caption.backend: vllm` with no URL: the stage starts the real server, captions, stops it; `triplets` does the
+    same to word generated triplets (`phrasing: mllm`); the DAG goes on."""
     caption = {"backend": "vllm", "model": str(tiny_llava), "image_size": 64, "max_tokens": 200,
                "serve_command": SERVE_COMMAND, "serve_args": SERVE_ARGS, "max_concurrency": 4, "startup_timeout": 300}
-    root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "caption": caption})
+    triplets = {**TINY_PARAMS["triplets"], "phrasing": "mllm"}  # and the same model words generated triplets
+    root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "caption": caption, "triplets": triplets})
     result = _run(["dvc", "repro"], root, env=SERVER_ENV)
     assert _ran(result.stdout) == ALL_STAGES
+    made = json.loads((root / "data/triplets/report.json").read_text())
+    assert made["train_generated"] > 0 and made["phrased_by_llm"] + made["phrasing_failed"] == made["train_generated"]
     report = json.loads((root / "data/captions/report.json").read_text())
     assert report["captioner"]["backend"] == "vllm" and report["captioner"]["versions"]["vllm"].startswith("0.")
     assert report["captioned"] > 0 and report["captioned"] + report.get("failed", 0) == report["images"]

@@ -56,3 +56,16 @@ def test_generated_triplets_differ_in_few_fields_and_skip_annotated_pairs():
         assert row.caption1 != row.caption2
         assert row.query_text.endswith(attrs[row.candidate].sentence())
     assert len(set(zip(table.candidate, table.target))) == len(table)
+
+
+def test_llm_phrasing_request_names_both_garments_and_what_changes():
+    from pipeline.phrasing import Phrasings, phrasing_messages
+    from pipeline.triplets import changed_fields
+
+    reference = Attributes("dress", colors=("red",), pattern="solid", sleeves="long sleeves", length="mini")
+    target = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves", length=None)
+    fields = changed_fields(reference, target)
+    assert fields == ["color", "sleeves"]  # length is unknown on the target: never claimed as a change
+    text = phrasing_messages(reference, target, fields)[0]["content"]
+    assert '"red"' in text and '"blue"' in text and "They differ in: color, sleeves." in text
+    assert set(Phrasings.model_json_schema()["required"]) == {"caption1", "caption2"}

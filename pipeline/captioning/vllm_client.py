@@ -1,15 +1,16 @@
-"""The `vllm` backend: chat-completion requests to a vLLM OpenAI-compatible server, many in flight.
+"""Talking to a vLLM OpenAI-compatible server: `ChatClient` (many requests in flight) and the `vllm` backend.
 
 One `AsyncOpenAI` client on one event loop for the whole run; a semaphore bounds the requests in flight
-(`caption.max_concurrency`). The JSON schema goes as `response_format` json_schema, so vLLM's grammar keeps the
-answer inside the schema's vocabularies. The server is started lazily, on the first batch that needs a request:
-a fully cached re-run never loads the model.
+(`caption.max_concurrency`). JSON schemas go as `response_format` json_schema, so vLLM's grammar keeps answers
+inside the schema's vocabularies. The server is started lazily, on the first request: a fully cached re-run never
+loads the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import openai
@@ -22,61 +23,66 @@ from pipeline.errors import PipelineError
 REQUEST_TIMEOUT_S = 600.0
 
 
-class VLLMServerCaptioner(MLLMCaptioner):
-    backend = "vllm"
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict]
+    schema: dict
+    decoding: Decoding
 
-    def __init__(self, params: CaptionParams, log_path: Path | None = None):
-        super().__init__(params)
+
+class ChatClient:
+    """Chat completions against `caption.url`, or against a server it starts from `caption.serve_command`."""
+
+    def __init__(self, params: CaptionParams, model: str, log_path: Path | None = None):
+        self.params, self.model = params, model
         self._log_path = log_path
         self._servers = ExitStack()
         self._loop = asyncio.new_event_loop()
         self._client: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self.url = ""
-        self._versions: dict[str, str] = {}
+        self.versions: dict[str, str] = {}
 
     def _connect(self) -> None:
         if self._client is not None:
             return
         p = self.params
         if p.url:
-            check_serves(p.url, p.model)
+            check_serves(p.url, self.model)
             self.url = p.url.rstrip("/")
         else:
             port = free_port()
-            command = serve_command(p.serve_command, p.model, port, p.dtype, p.serve_args)
-            print(f"caption: starting the vLLM server: {' '.join(command)}", flush=True)
+            command = serve_command(p.serve_command, self.model, port, p.dtype, p.serve_args)
+            print(f"starting the vLLM server: {' '.join(command)}", flush=True)
             server = self._servers.enter_context(running_server(command, port, p.startup_timeout, self._log_path))
             self.url = server.url
-        self._versions = {"vllm": server_version(self.url)}
+        self.versions = {"vllm": server_version(self.url)}
         self._client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="EMPTY", timeout=REQUEST_TIMEOUT_S,
                                           max_retries=2)
         self._semaphore = asyncio.Semaphore(p.max_concurrency)
 
-    def versions(self) -> dict[str, str]:
-        return self._versions
-
-    def generate(self, images: list[bytes], decodings: list[Decoding]) -> list[Generation]:
+    def complete(self, requests: list[ChatRequest]) -> list[Generation]:
+        """One answer per request, in order; at most `max_concurrency` in flight."""
         self._connect()
-        return self._loop.run_until_complete(self._all(images, decodings))
+        return self._loop.run_until_complete(self._all(requests))
 
-    async def _all(self, images: list[bytes], decodings: list[Decoding]) -> list[Generation]:
-        return list(await asyncio.gather(*(self._request(image, decoding)
-                                           for image, decoding in zip(images, decodings, strict=True))))
+    async def _all(self, requests: list[ChatRequest]) -> list[Generation]:
+        return list(await asyncio.gather(*(self._request(r) for r in requests)))
 
-    async def _request(self, image: bytes, decoding: Decoding) -> Generation:
+    async def _request(self, request: ChatRequest) -> Generation:
         assert self._client is not None and self._semaphore is not None
+        decoding = request.decoding
         async with self._semaphore:
             try:
                 response = await self._client.chat.completions.create(
-                    model=self.params.model, messages=chat_messages(image, self.params.free_text),  # type: ignore[arg-type]
+                    model=self.model, messages=request.messages,  # type: ignore[arg-type]
                     max_tokens=decoding.max_tokens, temperature=decoding.temperature, seed=decoding.seed,
                     response_format={"type": "json_schema",
-                                     "json_schema": {"name": "garment", "schema": self.schema, "strict": True}})
+                                     "json_schema": {"name": "answer", "schema": request.schema, "strict": True}})
             except openai.APIConnectionError as error:
-                raise PipelineError(f"lost the vLLM server at {self.url} ({error}); the captions finished so far are "
-                                    f"in the cache, re-run the stage to resume.") from None
-            except openai.BadRequestError as error:  # this one image or request was refused: not fatal
+                raise PipelineError(f"lost the vLLM server at {self.url} ({error}); the work finished so far is "
+                                    f"kept, re-run the stage to resume.") from None
+            except openai.BadRequestError as error:  # this one request was refused: not fatal
                 return Generation(text="", error=f"refused by the server: {error.message}")
         choice = response.choices[0]
         usage = response.usage
@@ -90,3 +96,25 @@ class VLLMServerCaptioner(MLLMCaptioner):
             self._client = None
         self._loop.close()
         self._servers.close()
+
+
+class VLLMServerCaptioner(MLLMCaptioner):
+    backend = "vllm"
+
+    def __init__(self, params: CaptionParams, log_path: Path | None = None):
+        super().__init__(params)
+        self.client = ChatClient(params, params.model, log_path)
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    def versions(self) -> dict[str, str]:
+        return self.client.versions
+
+    def generate(self, images: list[bytes], decodings: list[Decoding]) -> list[Generation]:
+        return self.client.complete([ChatRequest(chat_messages(image, self.params.free_text), self.schema, decoding)
+                                     for image, decoding in zip(images, decodings, strict=True)])
+
+    def close(self) -> None:
+        self.client.close()
