@@ -42,8 +42,8 @@ class CaptionCache:
         for start in range(0, len(digests), 500):
             chunk = digests[start:start + 500]
             rows = self._db.execute(
-                f"SELECT content_key, attributes, raw, description FROM captions WHERE signature = ? AND content_key IN "
-                f"({','.join('?' * len(chunk))})", [signature, *chunk])
+                f"SELECT content_key, attributes, raw, description FROM captions WHERE signature = ? "
+                f"AND content_key IN ({','.join('?' * len(chunk))})", [signature, *chunk])
             for digest, attributes, raw, description in rows:
                 found[digest] = Caption(Attributes.from_dict(json.loads(attributes)), raw, description)
         return found
