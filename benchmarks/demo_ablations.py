@@ -72,8 +72,8 @@ def table(rows: list[dict]) -> str:
         cells = []
         for key in ("R@1", "R@10", "R@50", "mean"):
             values = [r["recall_at_k"]["1"] if key == "R@1" else r["metrics"]["average"][key] for r in runs]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
+            mean = statistics.mean(values)
+            cells.append(f"{mean:.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}")
         lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
