@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline.captioning.base import Caption, ImageToCaption
 from pipeline.captioning.vllm_client import VLLMServerCaptioner
-from pipeline.captioning.vllm_server import free_port, running_server, serve_command
+from pipeline.captioning.vllm_server import launch
 from pipeline.config import CaptionParams
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
@@ -84,9 +84,7 @@ def main() -> None:
     if args.url:
         run_all(args.url)
     else:
-        port = free_port()
-        command = serve_command(params.serve_command, params.model, port, params.dtype, params.serve_args)
-        with running_server(command, port, params.startup_timeout) as server:
+        with launch(params, params.model) as server:
             run_all(server.url)
 
 

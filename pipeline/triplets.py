@@ -110,6 +110,12 @@ def _generated_row(category: str, index: int, reference: tuple[str, Attributes],
             "prompt": prompt, "query_text": query_text(relative_text(caption1, caption2), prompt)}
 
 
+def changed_fields(reference: Attributes, target: Attributes) -> list[str]:
+    """The fields both garments have a value for and that differ (what a generated triplet asks to change)."""
+    return [f for f in COMPARABLE_FIELDS
+            if reference.value(f) is not None and target.value(f) is not None and reference.value(f) != target.value(f)]
+
+
 def generated_triplets(
     captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
     use_reference_prompt: bool, rng: np.random.Generator,
@@ -139,18 +145,12 @@ def generated_triplets(
                 if not partners:
                     continue
                 partner = int(partners[int(rng.integers(len(partners)))])
-                fields = [f for f, d in zip(COMPARABLE_FIELDS, changed[partner], strict=True) if d]
+                fields = changed_fields(attributes[anchor], attributes[partner])
                 rows.append(_generated_row(category, made, (names[anchor], attributes[anchor]),
                                            (names[partner], attributes[partner]), fields, use_reference_prompt, rng))
                 exclude.add((names[anchor], names[partner]))
                 made, progress = made + 1, True
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
-
-
-def changed_fields(reference: Attributes, target: Attributes) -> list[str]:
-    """The fields both garments have a value for and that differ (what a generated triplet asks to change)."""
-    return [f for f in COMPARABLE_FIELDS
-            if reference.value(f) is not None and target.value(f) is not None and reference.value(f) != target.value(f)]
 
 
 def rephrase_with_llm(generated: pd.DataFrame, captions: pd.DataFrame, caption: CaptionParams, model: str,

@@ -21,7 +21,7 @@ from pipeline.captioning.cache import CaptionCache
 from pipeline.captioning.hf import TransformersCaptioner
 from pipeline.captioning.run import caption_images
 from pipeline.captioning.vllm_client import VLLMServerCaptioner
-from pipeline.captioning.vllm_server import check_serves, free_port, running_server, serve_command, stop
+from pipeline.captioning.vllm_server import check_serves, free_port, launch, running_server, stop
 from pipeline.config import CaptionParams
 from pipeline.data.fashioniq import FashionIQ
 from pipeline.errors import PipelineError
@@ -48,12 +48,6 @@ def _params(model: Path, **overrides) -> CaptionParams:
                          **overrides)
 
 
-def _start(params: CaptionParams):
-    port = free_port()
-    return running_server(serve_command(params.serve_command, params.model, port, params.dtype, params.serve_args),
-                          port, params.startup_timeout)
-
-
 def _images(root: Path):
     dataset = FashionIQ(root, ["dress", "shirt", "toptee"])
     return dataset.images("train"), dataset.tags("train")
@@ -73,7 +67,7 @@ def test_server_captions_and_resumes_after_it_is_killed_mid_run(tiny_catalogue, 
     cache = CaptionCache(tmp_path / "cache.sqlite")
     params = _params(tiny_llava)
 
-    with _start(params) as server:
+    with launch(params, params.model) as server:
         check_serves(server.url, str(tiny_llava))
         with pytest.raises(PipelineError, match="serves"):
             check_serves(server.url, "llava-hf/llava-1.5-7b-hf")
@@ -113,7 +107,7 @@ def test_a_server_that_exits_at_startup_is_one_clear_error(tmp_path, server_env)
     params = _params(tmp_path / "no-such-model")
     started = time.monotonic()
     with pytest.raises(PipelineError, match="exited with status"):
-        with _start(params):
+        with launch(params, params.model):
             pass
     assert time.monotonic() - started < STARTUP_TIMEOUT  # noticed at once, not at the time limit
 
@@ -187,7 +181,7 @@ def test_offline_engine_gives_what_the_server_gives(tiny_catalogue, tiny_llava, 
     offline = json.loads(lines[0][len("RESULT "):])
     assert offline["usage"]["completion_tokens"] > 0 and offline["versions"]["vllm"].startswith("0.")
 
-    with _start(_params(tiny_llava)) as server:
+    with launch(_params(tiny_llava), str(tiny_llava)) as server:
         with VLLMServerCaptioner(_params(tiny_llava, url=server.url)) as online:
             served = online.caption([ImageToCaption(Path(p).stem, "dress", Path(p)) for p in paths])
     assert [r.raw if isinstance(r, Caption) else None for r in served] == offline["raw"]

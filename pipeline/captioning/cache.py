@@ -31,7 +31,7 @@ class CaptionCache:
         self._db = sqlite3.connect(str(path))
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS captions (content_key TEXT, signature TEXT, attributes TEXT, raw TEXT,"
-            " PRIMARY KEY (content_key, signature))")
+            " description TEXT NOT NULL DEFAULT '', PRIMARY KEY (content_key, signature))")
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(captions)")}
         if "description" not in columns:  # caches written before free-text descriptions existed
             self._db.execute("ALTER TABLE captions ADD COLUMN description TEXT NOT NULL DEFAULT ''")

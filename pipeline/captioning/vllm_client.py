@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 
 from pipeline.captioning.mllm import Decoding, Generation, MLLMCaptioner, chat_messages
-from pipeline.captioning.vllm_server import check_serves, free_port, running_server, serve_command, server_version
+from pipeline.captioning.vllm_server import check_serves, launch, server_version
 from pipeline.config import CaptionParams
 from pipeline.errors import PipelineError
 
@@ -51,11 +51,7 @@ class ChatClient:
             check_serves(p.url, self.model)
             self.url = p.url.rstrip("/")
         else:
-            port = free_port()
-            command = serve_command(p.serve_command, self.model, port, p.dtype, p.serve_args)
-            print(f"starting the vLLM server: {' '.join(command)}", flush=True)
-            server = self._servers.enter_context(running_server(command, port, p.startup_timeout, self._log_path))
-            self.url = server.url
+            self.url = self._servers.enter_context(launch(p, self.model, self._log_path)).url
         self.versions = {"vllm": server_version(self.url)}
         self._client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="EMPTY", timeout=REQUEST_TIMEOUT_S,
                                           max_retries=2)

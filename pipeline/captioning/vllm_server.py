@@ -19,10 +19,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import CaptionParams
 from pipeline.errors import PipelineError
 
 
@@ -124,6 +125,16 @@ def running_server(command: list[str], port: int, startup_timeout: float,
     finally:
         stop(process)
         signal.signal(signal.SIGTERM, previous)
+
+
+def launch(params: CaptionParams, model: str, log_path: Path | None = None
+           ) -> AbstractContextManager[Server]:
+    """`running_server` for `model` as the caption params describe it (serve_command, dtype, serve_args, timeout),
+    on a free loopback port."""
+    port = free_port()
+    command = serve_command(params.serve_command, model, port, params.dtype, params.serve_args)
+    print(f"starting the vLLM server: {' '.join(command)}", flush=True)
+    return running_server(command, port, params.startup_timeout, log_path)
 
 
 def _wait_healthy(process: subprocess.Popen, url: str, timeout: float, log_path: Path) -> None:
