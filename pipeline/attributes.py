@@ -69,7 +69,10 @@ class Attributes:
 
     def sentence(self) -> str:
         """Sentence-level, attribute-aware caption, e.g. 'a navy striped dress with white stripes, long sleeves,
-        a v-neck and a knee-length cut'."""
+        a v-neck and a knee-length cut'; empty when no attribute is known (an untagged image says nothing)."""
+        if not (self.colors or self.pattern or self.material or self.sleeves or self.neckline or self.length
+                or self.fit or self.details):
+            return ""
         head = " ".join(w for w in (self.color, self.material, _pattern_adjective(self.pattern),
                                     _NOUN.get(self.category, self.category)) if w)
         parts: list[str] = []
@@ -99,8 +102,6 @@ class Attributes:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Attributes:
         return cls(**{**data, "colors": tuple(data.get("colors") or ()), "details": tuple(data.get("details") or ())})
-
-
 
 
 def _pattern_adjective(pattern: str | None) -> str | None:

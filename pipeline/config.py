@@ -38,7 +38,9 @@ class SyntheticParams(_Section):
 
 
 class DataParams(_Section):
-    source: Literal["fashioniq"] = "fashioniq"
+    """Which benchmark layout to read, where, and (FashionIQ only) which categories."""
+
+    source: Literal["fashioniq", "cirr"] = "fashioniq"
     root: str = "data/synthetic"
     categories: list[Literal["dress", "shirt", "toptee"]] = Field(default_factory=lambda: list(CATEGORIES),
                                                                     min_length=1)
@@ -87,10 +89,15 @@ class TripletsParams(_Section):
 
 
 class ModelParams(_Section):
-    """The base model: an open_clip architecture and its weights."""
+    """The base model: an open_clip architecture, its weights, and how images are fitted to its input size.
+
+    `preprocess: targetpad` is CLIP4Cir's: an image more elongated than `target_ratio` is padded (black) to that
+    ratio before the architecture's own resize and centre crop, so long dresses are not cut off."""
 
     arch: str = "fciq-tiny"
     pretrained: str = ""
+    preprocess: Literal["clip", "targetpad"] = "clip"
+    target_ratio: Annotated[float, Field(ge=1.0)] = 1.25
 
 
 class EmbedParams(_Section):

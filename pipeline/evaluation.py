@@ -1,44 +1,88 @@
-"""FashionIQ-protocol evaluation: each val pair's composed query against its category's val image split.
+"""Evaluation as the literature computes it, for each benchmark's protocol.
 
-As in CLIP4Cir's validation: the gallery is the category's val split with the reference NOT removed, the query text
-is the validation-form join of the two relative captions (plus the reference prompt when triplets.reference_prompt
-is on), and recall is reported in percent. `eval.query` gives the single-modality ablations: `image` ranks by the
-reference image alone, `text` by the relative captions alone (without the reference prompt, which is itself
-derived from the reference image).
+FashionIQ (CLIP4Cir's validation): per category, each val pair's composed query against that category's val image
+split, the reference NOT removed; R@10/R@50 per category, their averages and the mean of the two.
+CIRR: each val pair's query against every val image with the reference removed from its ranking; R@1/5/10/50,
+Rsubset@1/2/3 within the pair's img_set, and the headline (R@5 + Rsubset@1) / 2. For CIRR's test1 split (hidden
+targets) the stage writes the two JSON files the CIRR evaluation server accepts.
+
+The query text is the validation-form join of the two relative captions (plus the reference prompt when
+triplets.reference_prompt is on), and recall is in percent. `eval.query` gives the single-modality ablations:
+`image` ranks by the reference image alone, `text` by the relative captions alone (without the reference prompt,
+which is itself derived from the reference image).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 
 from pipeline.config import EvalParams
+from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
 from pipeline.data.images import decode_images
+from pipeline.errors import PipelineError
 from pipeline.features import image_features, text_features
-from pipeline.io import write_json
-from pipeline.metrics import fashioniq_summary, recall_at_k, target_ranks
+from pipeline.io import atomic_path, write_json
+from pipeline.metrics import (
+    CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
+)
 from pipeline.models import QueryMode, RetrievalModel, image_loader, load_checkpoint, tokenizer_for
 from pipeline.triplets import relative_text
 
+Protocol = Literal["fashioniq", "cirr"]
+Curve = list[dict[str, float]]
+
 
 @dataclass
-class ValidationSet:
-    """The val gallery (row i of `gallery` is row i of the features passed to `recalls`) and its triplets."""
+class Ranking:
+    """One gallery scored against its queries: a FashionIQ category, or the whole of a CIRR split."""
+
+    group: str
+    triplets: pd.DataFrame     # the queries, in row order
+    names: np.ndarray          # gallery image names: the columns of `scores`
+    scores: torch.Tensor       # [Q, G]
+    reference: torch.Tensor    # [Q] column of each query's reference image
+    target: torch.Tensor | None  # [Q] column of each target; None on a test split (targets hidden)
+
+    def reference_mask(self) -> torch.Tensor:
+        """[Q, G] True at each query's reference image."""
+        mask = torch.zeros(self.scores.shape, dtype=torch.bool)
+        mask[torch.arange(len(mask)), self.reference] = True
+        return mask
+
+    def outside_subset(self) -> torch.Tensor:
+        """[Q, G] True where an image is not in the query's img_set, or is its reference (CIRR's subset protocol)."""
+        column = {name: i for i, name in enumerate(self.names)}
+        inside = torch.zeros(self.scores.shape, dtype=torch.bool)
+        for q, members in enumerate(self.triplets["subset"]):
+            inside[q, [column[m] for m in members if m in column]] = True
+        return ~inside | self.reference_mask()
+
+
+@dataclass
+class QuerySet:
+    """A split's gallery (row i of `gallery` is row i of the features passed to `rankings`) and its triplets."""
 
     gallery: pd.DataFrame  # name, category
     triplets: pd.DataFrame
 
     @classmethod
-    def build(cls, gallery: pd.DataFrame, triplets_path: Path) -> ValidationSet:
-        """Keep the val triplets whose reference and target are both in `gallery` (decodable images)."""
+    def build(cls, gallery: pd.DataFrame, triplets_path: Path) -> QuerySet:
+        """Keep the triplets whose reference and (unless hidden) target are in `gallery`'s rows of their category
+        (the images that could be decoded)."""
         gallery = gallery[["name", "category"]].reset_index(drop=True)
         triplets = pd.read_parquet(triplets_path)
-        names = set(gallery["name"])
-        triplets = triplets[triplets["candidate"].isin(names) & triplets["target"].isin(names)]
-        return cls(gallery, triplets.reset_index(drop=True))
+        present = set(zip(gallery["category"], gallery["name"]))
+        keep = [(c, r) in present and (not t or (c, t) in present)
+                for c, r, t in zip(triplets["category"], triplets["candidate"], triplets["target"], strict=True)]
+        return cls(gallery, triplets[keep].reset_index(drop=True))
 
     def query_texts(self, mode: QueryMode) -> list[str]:
         if mode == "text":
@@ -46,42 +90,116 @@ class ValidationSet:
                                                         strict=True)]
         return self.triplets["query_text"].tolist()
 
-    def recalls(self, model: RetrievalModel, tokenizer, gallery_features: torch.Tensor, mode: QueryMode,
-                ks: list[int], batch_size: int) -> dict[str, dict[int, float]]:
-        """Recall@k per category, for `gallery_features` computed by `model`'s image tower."""
-        row = dict(zip(self.gallery["name"], range(len(self.gallery)), strict=True))
+    def rankings(self, model: RetrievalModel, tokenizer, gallery_features: torch.Tensor, mode: QueryMode,
+                 batch_size: int) -> list[Ranking]:
+        """One Ranking per category, for `gallery_features` computed by `model`'s image tower."""
         texts = text_features(model, tokenizer, self.query_texts(mode), batch_size, desc="queries")
-        results: dict[str, dict[int, float]] = {}
+        rankings = []
         for category in dict.fromkeys(self.triplets["category"]):
-            in_category = torch.from_numpy((self.triplets["category"] == category).to_numpy(copy=True))
-            triplets = self.triplets[in_category.numpy()]
-            gallery_rows = torch.from_numpy((self.gallery["category"] == category).to_numpy(copy=True))
-            gallery_rows = torch.nonzero(gallery_rows).squeeze(1)
-            position = torch.full((len(self.gallery),), -1, dtype=torch.long)
-            position[gallery_rows] = torch.arange(len(gallery_rows))
-            reference = gallery_features[torch.tensor(triplets["candidate"].map(row).to_numpy())]
+            in_category = (self.triplets["category"] == category).to_numpy(copy=True)
+            triplets = self.triplets[in_category].reset_index(drop=True)
+            rows = np.flatnonzero((self.gallery["category"] == category).to_numpy(copy=True))
+            names = self.gallery["name"].to_numpy()[rows]
+            column = {name: i for i, name in enumerate(names)}
+            features = gallery_features[torch.from_numpy(rows)]
+            reference = torch.tensor([column[n] for n in triplets["candidate"]], dtype=torch.long)
             with torch.no_grad():
-                query = model.compose(reference, texts[in_category], mode)
-            scores = query @ gallery_features[gallery_rows].T
-            target = position[torch.tensor(triplets["target"].map(row).to_numpy())]
-            results[category] = recall_at_k(target_ranks(scores, target), ks)
-        return results
+                query = model.compose(features[reference], texts[torch.from_numpy(in_category)], mode)
+            hidden = (triplets["target"] == "").any()
+            target = None if hidden else torch.tensor([column[n] for n in triplets["target"]], dtype=torch.long)
+            rankings.append(Ranking(str(category), triplets, names, query @ features.T, reference, target))
+        return rankings
 
 
-def evaluate_stage(params: EvalParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path,
-                   metrics_path: Path, curve_path: Path) -> dict[str, dict[str, float]]:
+def _curve(recalls: dict[str, dict[int, float]], ks: list[int]) -> Curve:
+    """Recall@k rows for `dvc plots`: one column per group and their average (the column dvc.yaml plots)."""
+    return [{"k": k, **{group: round(r[k], 4) for group, r in recalls.items()},
+             "average": round(float(np.mean([r[k] for r in recalls.values()])), 4)} for k in ks]
+
+
+def fashioniq_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
+    ks = sorted(set(ks) | {10, 50})
+    recalls = {r.group: recall_at_k(target_ranks(r.scores, r.target), ks) for r in rankings}
+    return fashioniq_summary(recalls), _curve(recalls, ks)
+
+
+def cirr_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
+    (ranking,) = rankings
+    ks = sorted(set(ks) | set(CIRR_KS))
+    recall = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.reference_mask()), ks)
+    subset = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.outside_subset()), CIRR_SUBSET_KS)
+    return cirr_summary(recall, subset), _curve({ranking.group: recall}, ks)
+
+
+METRICS: dict[Protocol, Callable[[list[Ranking], list[int]], tuple[dict, Curve]]] = {
+    "fashioniq": fashioniq_metrics, "cirr": cirr_metrics}
+
+
+def headline(protocol: Protocol, rankings: list[Ranking]) -> dict[str, float]:
+    """R@10, R@50 (category averages for FashionIQ) and the benchmark's headline mean: stage 2's val curves."""
+    summary, curve = METRICS[protocol](rankings, [10, 50])
+    at = {row["k"]: row["average"] for row in curve}
+    mean = summary["average"]["mean"] if protocol == "fashioniq" else summary["mean"]
+    return {"R@10": at[10], "R@50": at[50], "mean": mean}
+
+
+def cirr_submissions(ranking: Ranking) -> dict[str, dict[str, object]]:
+    """The CIRR server's two files for a test split: per pairid the top-50 names (recall) and the top-3 of the
+    img_set (recall_subset), the reference removed from both, as CLIP4Cir's cirr_test_submission.py writes them."""
+    files = {}
+    for metric, k, excluded in (("recall", 50, ranking.reference_mask()),
+                                ("recall_subset", 3, ranking.outside_subset())):
+        top = top_k(ranking.scores, k, excluded)
+        files[metric] = {"version": "rc2", "metric": metric,
+                         **{str(pair_id): ranking.names[columns].tolist()
+                            for pair_id, columns in zip(ranking.triplets["pair_id"], top, strict=True)}}
+    return files
+
+
+def _split_features(model: RetrievalModel, captions: pd.DataFrame, split: str, batch_size: int
+                    ) -> tuple[pd.DataFrame, torch.Tensor]:
+    gallery = captions[captions["split"] == split].reset_index(drop=True)
+    pixels, failed = decode_images(gallery["path"].tolist(), image_loader(model), desc=f"decode {split}")
+    gallery = gallery.drop(index=gallery.index[failed]).reset_index(drop=True)
+    return gallery, image_features(model, pixels, batch_size, desc=f"embed {split} gallery")
+
+
+def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, object]]], note: str) -> None:
+    """The submissions folder, whole or not at all: one JSON per file plus an index saying what is there."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        for name, content in files.items():
+            (tmp / f"{name}.json").write_text(json.dumps(content, sort_keys=True) + "\n")
+        write_json(tmp / "index.json", {"files": sorted(f"{name}.json" for name in files), "note": note})
+
+
+def evaluate_stage(params: EvalParams, protocol: Protocol, checkpoint_dir: Path, captions_path: Path,
+                   triplets_dir: Path, metrics_path: Path, curve_path: Path, submissions_dir: Path) -> dict:
     model = load_checkpoint(checkpoint_dir).eval()
+    tokenizer = tokenizer_for(model.arch)
     captions = pd.read_parquet(captions_path)
-    gallery = captions[captions["split"] == "val"].reset_index(drop=True)
-    pixels, failed = decode_images(gallery["path"].tolist(), image_loader(model), desc="decode val")
-    gallery = gallery.drop(index=gallery.index[failed])
-    validation = ValidationSet.build(gallery, triplets_dir / "val.parquet")
-    features = image_features(model, pixels, params.batch_size, desc="embed val gallery")
-    ks = sorted(set(params.recall_ks) | {10, 50})
-    recalls = validation.recalls(model, tokenizer_for(model.arch), features, params.query, ks, params.batch_size)
-    summary = fashioniq_summary(recalls)
+    gallery, features = _split_features(model, captions, "val", params.batch_size)
+    rankings = QuerySet.build(gallery, triplets_dir / "val.parquet").rankings(
+        model, tokenizer, features, params.query, params.batch_size)
+    if not rankings:
+        raise PipelineError(f"{triplets_dir / 'val.parquet'} has no pair whose images are in the val gallery; "
+                            f"nothing to evaluate.")
+    summary, curve = METRICS[protocol](rankings, params.recall_ks)
     write_json(metrics_path, summary)
-    curve = [{"k": k, **{c: round(r[k], 4) for c, r in recalls.items()},
-              "average": round(sum(r[k] for r in recalls.values()) / len(recalls), 4)} for k in ks]
     write_json(curve_path, curve)
+
+    files: dict[str, dict[str, dict[str, object]]] = {}
+    note = "FashionIQ has no public test server: nothing to submit."
+    test_path = triplets_dir / f"{CIRR_TEST_SPLIT}.parquet"
+    if protocol == "cirr" and test_path.is_file():
+        gallery, features = _split_features(model, captions, CIRR_TEST_SPLIT, params.batch_size)
+        test = QuerySet.build(gallery, test_path).rankings(model, tokenizer, features, params.query,
+                                                             params.batch_size)
+        note = f"no {CIRR_TEST_SPLIT} pair has its reference image; nothing to submit."
+        if test:
+            files = {f"cirr-{CIRR_TEST_SPLIT}-{metric}": content
+                     for metric, content in cirr_submissions(test[0]).items()}
+            note = (f"{len(test[0].triplets)} {CIRR_TEST_SPLIT} pairs; upload each file to the CIRR evaluation "
+                    f"server (https://cirr.cecs.anu.edu.au/).")
+    write_submissions(submissions_dir, files, note)
     return summary

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from open_clip.transformer import QuickGELU
+from PIL import Image
 from torchvision import transforms
+from torchvision.transforms import functional as TF
 
 from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
@@ -58,10 +60,11 @@ class Combiner(nn.Module):
 class RetrievalModel(nn.Module):
     """A CLIP model plus query composition; every output feature is L2-normalised."""
 
-    def __init__(self, clip: nn.Module, arch: str, composition: Composition = "sum"):
+    def __init__(self, clip: nn.Module, arch: str, composition: Composition = "sum", target_ratio: float | None = None):
         super().__init__()
         self.clip = clip
         self.arch = arch
+        self.target_ratio = target_ratio  # CLIP4Cir's targetpad before the architecture's resize; None = off
         self.embed_dim = int(open_clip.get_model_config(arch)["embed_dim"])
         self.composition: Composition = "sum"
         self.combiner: Combiner | None = None
@@ -126,7 +129,8 @@ def _uses_quick_gelu(clip: nn.Module) -> bool:
 
 def create_model(params: ModelParams, seed: int) -> RetrievalModel:
     """The base model, composing queries by sum until stage 2 chooses its composition."""
-    return RetrievalModel(create_clip(params, seed), params.arch)
+    target_ratio = params.target_ratio if params.preprocess == "targetpad" else None
+    return RetrievalModel(create_clip(params, seed), params.arch, target_ratio=target_ratio)
 
 
 def tokenizer_for(arch: str):
@@ -134,13 +138,34 @@ def tokenizer_for(arch: str):
     return open_clip.get_tokenizer(arch)
 
 
+class TargetPad:
+    """CLIP4Cir's targetpad: pad an image whose aspect ratio is at least `target_ratio` with black, evenly on both
+    sides, until its ratio is `target_ratio` (not to a square); less elongated images pass unchanged."""
+
+    def __init__(self, target_ratio: float):
+        self.target_ratio = target_ratio
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        if max(w, h) / min(w, h) < self.target_ratio:
+            return image
+        scaled = max(w, h) / self.target_ratio
+        horizontal, vertical = max(int((scaled - w) / 2), 0), max(int((scaled - h) / 2), 0)
+        return TF.pad(image, [horizontal, vertical, horizontal, vertical], fill=0, padding_mode="constant")
+
+    def __repr__(self) -> str:
+        return f"TargetPad(target_ratio={self.target_ratio})"
+
+
 def image_loader(model: RetrievalModel) -> transforms.Compose:
-    """The architecture's own preprocessing up to (not including) normalisation, producing uint8 tensors."""
+    """The architecture's own preprocessing up to (not including) normalisation, producing uint8 tensors, after
+    CLIP4Cir's targetpad when the model was built with it."""
     cfg = model.clip.visual.preprocess_cfg
     full = open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
                                      resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"])
     steps = [t for t in full.transforms if not isinstance(t, transforms.Normalize)]
-    return transforms.Compose([*steps, transforms.Lambda(lambda x: (x * 255).round().to(torch.uint8))])
+    pad = [TargetPad(model.target_ratio)] if model.target_ratio else []
+    return transforms.Compose([*pad, *steps, transforms.Lambda(lambda x: (x * 255).round().to(torch.uint8))])
 
 
 def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
@@ -148,7 +173,8 @@ def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
     not say: architecture, composition, activation (OpenAI weights use QuickGELU) and the preprocessing of the
     pretrained tag. Checkpoints are self-describing, so later stages need no model params of their own."""
     description = {"arch": model.arch, "composition": model.composition,
-                   "quick_gelu": _uses_quick_gelu(model.clip), "preprocess": model.clip.visual.preprocess_cfg}
+                   "quick_gelu": _uses_quick_gelu(model.clip), "preprocess": model.clip.visual.preprocess_cfg,
+                   "target_ratio": model.target_ratio}
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
         torch.save(model.state_dict(), tmp / "model.pt")
@@ -165,6 +191,6 @@ def load_checkpoint(directory: str | Path) -> RetrievalModel:
     clip = open_clip.create_model(saved["arch"], pretrained=None, force_quick_gelu=saved["quick_gelu"])
     preprocess = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()}
     open_clip.set_model_preprocess_cfg(clip, preprocess)
-    model = RetrievalModel(clip, saved["arch"], saved["composition"])
+    model = RetrievalModel(clip, saved["arch"], saved["composition"], saved.get("target_ratio"))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model

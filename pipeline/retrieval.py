@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from pipeline.config import Stage2Params
-from pipeline.evaluation import ValidationSet
+from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
 from pipeline.models import load_checkpoint, save_checkpoint, tokenizer_for
@@ -35,7 +35,7 @@ def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, posit
     return out
 
 
-def stage2(params: Stage2Params, k: int, seed: int, stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path,
+def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path,
            negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
     model = load_checkpoint(stage1_dir)
     torch.manual_seed(seed + 1)
@@ -64,12 +64,13 @@ def stage2(params: Stage2Params, k: int, seed: int, stage1_dir: Path, embeddings
         static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)), replace=False))
         return composed_retrieval_loss(query, bank, target[index], hard[index], static, params.temperature)
 
-    validation = ValidationSet.build(images[~is_train], triplets_dir / "val.parquet")
-    val_features = torch.from_numpy(features[~is_train])
+    is_val = (images["split"] == "val").to_numpy()
+    validation = QuerySet.build(images[is_val], triplets_dir / "val.parquet")
+    val_features = torch.from_numpy(features[is_val])
 
     def validate() -> dict[str, float]:
-        recalls = validation.recalls(model, tokenizer, val_features, "composed", [10, 50], 256)
-        return {f"val/R@{k}": float(np.mean([r[k] for r in recalls.values()])) for k in (10, 50)}
+        rankings = validation.rankings(model, tokenizer, val_features, "composed", 256)
+        return {f"val/{name}": value for name, value in headline(protocol, rankings).items()}
 
     with open_live(live_dir) as live:
         train(model.trainable_query_side(), batch_loss, len(triplets), params, seed, live, [model],

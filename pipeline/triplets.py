@@ -18,11 +18,15 @@ import pyarrow as pa
 
 from pipeline.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
 from pipeline.config import CaptionParams, DataParams, TripletsParams
-from pipeline.data.fashioniq import FashionIQ
+from pipeline.data import open_dataset
 from pipeline.io import write_json, write_parquet
 
-TRIPLET_COLUMNS = ["triplet_id", "category", "split", "source", "candidate", "target", "caption1", "caption2",
-                   "reference_caption", "target_caption", "prompt", "query_text"]
+# pair_id and subset are the benchmark's own (CIRR's pairid and img_set members, used by its protocol and test
+# server); generated triplets have neither. Test-split triplets (CIRR test1) have target "".
+TRIPLET_SCHEMA = pa.schema([(name, pa.string()) for name in (
+    "triplet_id", "category", "split", "source", "pair_id", "candidate", "target", "caption1", "caption2",
+    "reference_caption", "target_caption", "prompt", "query_text")] + [("subset", pa.list_(pa.string()))])
+TRIPLET_COLUMNS = TRIPLET_SCHEMA.names
 
 
 def _clean(caption: str) -> str:
@@ -56,13 +60,18 @@ def query_text(relative: str, prompt: str) -> str:
 
 
 def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_reference_prompt: bool) -> pd.DataFrame:
-    """Join annotated pairs with image captions; pairs whose images have no caption (corrupt) are dropped."""
-    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
-    keep = pairs["candidate"].isin(caption_of) & pairs["target"].isin(caption_of)
+    """Join annotated pairs with image captions; pairs whose images have no caption (corrupt) are dropped.
+
+    Captions are looked up by (category, name): a FashionIQ image can belong to two categories. A hidden target
+    (test split, target "") needs no caption."""
+    caption_of = dict(zip(zip(captions["category"], captions["name"]), captions["caption"], strict=True))
+    candidate = list(zip(pairs["category"], pairs["candidate"]))
+    target = list(zip(pairs["category"], pairs["target"]))
+    keep = [c in caption_of and (t in caption_of or not t[1]) for c, t in zip(candidate, target, strict=True)]
     table = pairs[keep].reset_index(drop=True).copy()
     table["source"] = "annotated"
-    table["reference_caption"] = table["candidate"].map(caption_of)
-    table["target_caption"] = table["target"].map(caption_of)
+    table["reference_caption"] = [caption_of[key] for key in zip(table["category"], table["candidate"])]
+    table["target_caption"] = [caption_of.get(key, "") for key in zip(table["category"], table["target"])]
     table["triplet_id"] = [f"{s}-{c}-{i:06d}" for i, (s, c) in enumerate(zip(table["split"], table["category"]))]
     table["prompt"] = table["reference_caption"] if use_reference_prompt else ""
     table["query_text"] = [query_text(relative_text(a, b), prompt) for a, b, prompt
@@ -105,7 +114,7 @@ def _generated_row(category: str, index: int, reference: tuple[str, Attributes],
     caption2 = modification_text(ref, tgt, fields, int(second))
     prompt = ref.sentence() if use_reference_prompt else ""
     return {"triplet_id": f"generated-{category}-{index:06d}", "category": category, "split": "train",
-            "source": "generated", "candidate": ref_name, "target": tgt_name, "caption1": caption1,
+            "source": "generated", "pair_id": "", "subset": [], "candidate": ref_name, "target": tgt_name, "caption1": caption1,
             "caption2": caption2, "reference_caption": ref.sentence(), "target_caption": tgt.sentence(),
             "prompt": prompt, "query_text": query_text(relative_text(caption1, caption2), prompt)}
 
@@ -181,13 +190,15 @@ def rephrase_with_llm(generated: pd.DataFrame, captions: pd.DataFrame, caption: 
 
 def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions_path: Path, out_dir: Path,
                    caption: CaptionParams | None = None) -> dict[str, int]:
-    """The `triplets` stage: annotated train/val triplets plus generated training triplets, as Parquet.
+    """The `triplets` stage: annotated triplets of every split the dataset has (train, val and CIRR's test1) plus
+    generated training triplets, as Parquet (`<split>.parquet`).
 
     `caption` (the server settings and the captioning model) is needed only for `phrasing: mllm`."""
-    dataset = FashionIQ(Path(data.root), data.categories)
+    dataset = open_dataset(data)
     captions = pd.read_parquet(captions_path)
-    train = annotated_triplets(dataset.pairs("train"), captions, params.reference_prompt)
-    val = annotated_triplets(dataset.pairs("val"), captions, params.reference_prompt)
+    tables = {split: annotated_triplets(dataset.pairs(split), captions, params.reference_prompt)
+              for split in dataset.splits}
+    train = tables["train"]
     generated = generated_triplets(
         captions[captions["split"] == "train"], params.generated_per_category, params.max_changed_fields,
         exclude=set(zip(train["candidate"], train["target"], strict=True)),
@@ -197,10 +208,12 @@ def triplets_stage(data: DataParams, params: TripletsParams, seed: int, captions
         assert caption is not None, "phrasing: mllm needs the caption section's server settings"
         generated, phrasing = rephrase_with_llm(generated, captions, caption, params.phrasing_model or caption.model,
                                                 log_dir=out_dir.parent / "captions")
-    train = pd.concat([train, generated], ignore_index=True)
-    for name, table in (("train", train), ("val", val)):
-        write_parquet(out_dir / f"{name}.parquet", pa.Table.from_pandas(table, preserve_index=False))
-    report = {"train_annotated": int((train["source"] == "annotated").sum()), "train_generated": len(generated),
-              "val": len(val), **phrasing, **{k: int(v) for k, v in dataset.missing.items()}}
+    tables["train"] = pd.concat([train, generated], ignore_index=True)
+    for split, table in tables.items():
+        write_parquet(out_dir / f"{split}.parquet",
+                      pa.Table.from_pandas(table[TRIPLET_COLUMNS], schema=TRIPLET_SCHEMA, preserve_index=False))
+    report = {"train_annotated": len(train), "train_generated": len(generated),
+              **{split: len(table) for split, table in tables.items() if split != "train"}, **phrasing,
+              **{k: int(v) for k, v in dataset.missing.items()}}
     write_json(out_dir / "report.json", report)
     return report

@@ -1,4 +1,6 @@
-"""Stage 1, semantic warm-up: align images with their attribute-aware captions (contrastive, both towers)."""
+"""Stage 1, semantic warm-up: align images with their attribute-aware captions (contrastive, both towers).
+
+Images without a caption (no attribute known) take no part: an empty caption would teach nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 
 from pipeline.config import ModelParams, TrainParams
 from pipeline.data.images import decode_images
+from pipeline.errors import PipelineError
 from pipeline.losses import clip_loss
 from pipeline.models import create_model, image_loader, save_checkpoint, tokenizer_for
 from pipeline.train import open_live, train
@@ -19,7 +22,13 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, captions_p
            live_dir: Path) -> None:
     model = create_model(model_params, seed)
     captions = pd.read_parquet(captions_path)
-    captions = captions[captions["split"] == "train"].reset_index(drop=True)
+    captions = captions[(captions["split"] == "train") & (captions["caption"] != "")].reset_index(drop=True)
+    if not params.epochs:
+        captions = captions.iloc[:0]  # the base model is the checkpoint: nothing to decode
+    elif len(captions) < 2:
+        raise PipelineError(f"stage 1 aligns images with their captions, but {captions_path} has no train image with "
+                            f"a caption (the catalog backend found no attribute tags); use an MLLM caption.backend "
+                            f"or set stage1.epochs: 0 to start stage 2 from the base model.")
     pixels, failed = decode_images(captions["path"].tolist(), image_loader(model))
     captions = captions.drop(index=captions.index[failed]).reset_index(drop=True)
     tokens = tokenizer_for(model.arch)(captions["caption"].tolist())

@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: FashionIQ-protocol recall of the stage-2 model on the val split."""
+"""DVC stage `evaluate`: recall of the stage-2 model on the val split, by the benchmark's protocol."""
 
 from pipeline import paths
 from pipeline.config import stage_params
@@ -8,10 +8,10 @@ from pipeline.evaluation import evaluate_stage
 
 def main() -> None:
     params = stage_params("evaluate")
-    summary = evaluate_stage(params.eval, paths.STAGE2_DIR, paths.CAPTIONS,
-                             paths.TRIPLETS_DIR, paths.EVAL_METRICS, paths.RECALL_CURVE)
-    average = summary["average"]
-    print(f"evaluate: R@10 {average['R@10']:.2f}  R@50 {average['R@50']:.2f}  mean {average['mean']:.2f}")
+    summary = evaluate_stage(params.eval, params.data.source, paths.STAGE2_DIR, paths.CAPTIONS, paths.TRIPLETS_DIR,
+                             paths.EVAL_METRICS, paths.RECALL_CURVE, paths.SUBMISSIONS)
+    headline = summary.get("average", summary)
+    print("evaluate: " + "  ".join(f"{name} {value:.2f}" for name, value in headline.items()))
 
 
 if __name__ == "__main__":

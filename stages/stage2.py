@@ -8,7 +8,7 @@ from pipeline.retrieval import stage2
 
 def main() -> None:
     params = stage_params("stage2")
-    stage2(params.stage2, params.negatives.k, params.seed, paths.STAGE1_DIR, paths.EMBEDDINGS_DIR,
+    stage2(params.stage2, params.negatives.k, params.seed, params.data.source, paths.STAGE1_DIR, paths.EMBEDDINGS_DIR,
            paths.TRIPLETS_DIR, paths.NEGATIVES, paths.STAGE2_DIR, paths.DVCLIVE_STAGE2)
 
 

@@ -3,88 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from ruamel.yaml import YAML
 
 from pipeline import paths
-from tests.conftest import REPO
+from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, set_params, tiny_copy
 from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
 
 pytestmark = pytest.mark.e2e
-
-TINY_PARAMS = {
-    "synthetic": {"families_train": 8, "families_val": 5, "family_size": 3, "distractors_val": 6, "image_size": 64},
-    "triplets": {"generated_per_category": 12},
-    "negatives": {"k": 4},
-    "stage1": {"epochs": 2, "batch_size": 16},
-    "stage2": {"epochs": 2, "batch_size": 16, "static_negatives": 16},
-    "eval": {"batch_size": 64},
-}
-
-
-def _run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
-         ) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def _ran(output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", output))
-
-
-def _set_params(root: Path, updates: dict) -> None:
-    yaml = YAML()
-    params = yaml.load((root / "params.yaml").read_text())
-    for section, values in updates.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                params[section][key] = value
-        else:
-            params[section] = values
-    with open(root / "params.yaml", "w") as handle:
-        yaml.dump(params, handle)
-
-
-def tiny_copy(root: Path, params: dict) -> Path:
-    """A git repository at `root` holding the committed tree (no run outputs) with `params` applied."""
-    tracked = _run(["git", "ls-files"], REPO).stdout.split()
-    for name in tracked:
-        source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "plots/", "dvclive/")) and name != "dvc.lock":
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    _set_params(root, params)
-    _run(["git", "init", "-q"], root)
-    _run(["git", "config", "user.email", "test@example.com"], root)  # dvc exp commits need an identity
-    _run(["git", "config", "user.name", "test"], root)
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "tiny"], root)
-    return root
-
-
-ALL_STAGES = {"synthesize", "caption", "triplets", "stage1", "embed", "mine", "stage2", "evaluate"}
 
 
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the committed tree with tiny params, reproduced once with `dvc repro`."""
     root = tiny_copy(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
-    first = _run(["dvc", "repro"], root)
-    assert _ran(first.stdout) == ALL_STAGES
-    _run(["git", "add", "-A"], root)
-    _run(["git", "commit", "-qm", "reference run"], root)
+    first = run(["dvc", "repro"], root)
+    assert ran(first.stdout) == ALL_STAGES
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "reference run"], root)
     return root
 
 
@@ -102,20 +39,20 @@ def test_repro_writes_metrics_in_the_contract_schema(tiny_repo: Path):
 
 
 def test_second_repro_runs_nothing(tiny_repo: Path):
-    again = _run(["dvc", "repro"], tiny_repo)
-    assert _ran(again.stdout) == set()
+    again = run(["dvc", "repro"], tiny_repo)
+    assert ran(again.stdout) == set()
 
 
 def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
-    result = _run(["dvc", "exp", "run", "-S", "negatives.k=2"], tiny_repo)
-    assert _ran(result.stdout) == {"mine", "stage2", "evaluate"}
-    diff = _run(["dvc", "params", "diff", "--json"], tiny_repo).stdout
+    result = run(["dvc", "exp", "run", "-S", "negatives.k=2"], tiny_repo)
+    assert ran(result.stdout) == {"mine", "stage2", "evaluate"}
+    diff = run(["dvc", "params", "diff", "--json"], tiny_repo).stdout
     change = json.loads(diff)["params.yaml"]["negatives.k"]
     assert (change["old"], change["new"]) == (4, 2)
-    metrics = _run(["dvc", "metrics", "diff", "--all", "--json"], tiny_repo).stdout
+    metrics = run(["dvc", "metrics", "diff", "--all", "--json"], tiny_repo).stdout
     assert "metrics/eval.json" in json.loads(metrics)
-    evaluation_only = _run(["dvc", "exp", "run", "-S", "eval.query=image"], tiny_repo)
-    assert _ran(evaluation_only.stdout) == {"evaluate"}
+    evaluation_only = run(["dvc", "exp", "run", "-S", "eval.query=image"], tiny_repo)
+    assert ran(evaluation_only.stdout) == {"evaluate"}
 
 
 def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path):
@@ -124,7 +61,7 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
     params = (tiny_repo / "params.yaml").read_text()
     try:
         (tiny_repo / "params.yaml").write_text(params.replace("negatives:\n", "negatives:\n  kk: 3\n"))
-        result = _run(["dvc", "repro"], tiny_repo, check=False)
+        result = run(["dvc", "repro"], tiny_repo, check=False)
     finally:
         (tiny_repo / "params.yaml").write_text(params)
     assert result.returncode != 0
@@ -141,8 +78,8 @@ def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_ll
                "serve_command": SERVE_COMMAND, "serve_args": SERVE_ARGS, "max_concurrency": 4, "startup_timeout": 300}
     triplets = {**TINY_PARAMS["triplets"], "phrasing": "mllm"}  # and the same model words generated triplets
     root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "caption": caption, "triplets": triplets})
-    result = _run(["dvc", "repro"], root, env=SERVER_ENV)
-    assert _ran(result.stdout) == ALL_STAGES
+    result = run(["dvc", "repro"], root, env=SERVER_ENV)
+    assert ran(result.stdout) == ALL_STAGES
     made = json.loads((root / "data/triplets/report.json").read_text())
     assert made["train_generated"] > 0 and made["phrased_by_llm"] + made["phrasing_failed"] == made["train_generated"]
     report = json.loads((root / "data/captions/report.json").read_text())
@@ -152,15 +89,14 @@ def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_ll
     assert json.loads((root / paths.EVAL_METRICS).read_text())["average"]["mean"] >= 0
 
     # Where and how fast the server runs is not tracked: changing it re-runs nothing, and starts no server.
-    _set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})
-    again = _run(["dvc", "repro"], root, env=SERVER_ENV)
-    assert _ran(again.stdout) == set()
-    # A tracked decoding setting re-runs the stage; the cache then answers images whose key is unchanged.
+    set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})
+    again = run(["dvc", "repro"], root, env=SERVER_ENV)
+    assert ran(again.stdout) == set()
     # A tracked setting re-runs the stage; the cache answers every image already captioned, so only earlier
     # failures (if any) go to a server.
-    _set_params(root, {"caption": {"retries": 3, "startup_timeout": 300}})
-    third = _run(["dvc", "repro", "caption"], root, env=SERVER_ENV)
-    assert _ran(third.stdout) == {"caption"}
+    set_params(root, {"caption": {"retries": 3, "startup_timeout": 300}})
+    third = run(["dvc", "repro", "caption"], root, env=SERVER_ENV)
+    assert ran(third.stdout) == {"caption"}
     rerun = json.loads((root / "data/captions/report.json").read_text())
     assert rerun["cached"] == report["captioned"]
     assert ("starting the vLLM server" in third.stdout) == (report.get("failed", 0) > 0)

@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 
+from pipeline.data import PAIR_COLUMNS
 from pipeline.data.fashioniq import FashionIQ
 from pipeline.errors import PipelineError
 from tests.conftest import REALDATA
@@ -13,7 +14,8 @@ def test_reads_the_demo_catalogue(tiny_catalogue):
     images = dataset.images("val")
     assert set(images["category"]) == {"dress", "toptee"}
     pairs = dataset.pairs("train")
-    assert list(pairs.columns) == ["category", "split", "candidate", "target", "caption1", "caption2"]
+    assert list(pairs.columns) == PAIR_COLUMNS
+    assert pairs["pair_id"].is_unique
     assert len(pairs) == 2 * 4 * 2
     assert dataset.tags("train")
 
@@ -55,9 +57,15 @@ def test_real_fashioniq_val_annotations_parse_with_published_counts(tmp_path):
     for category in expected:
         for entry in json.loads((root / "captions" / f"cap.{category}.val.json").read_text()):
             names.update((entry["candidate"], entry["target"]))
+    for category in expected:
+        names.update(json.loads((root / "image_splits" / f"split.{category}.val.json").read_text()))
     for name in names:  # stand-in files: the reader only needs them to exist
         (root / "images" / f"{name}.jpg").write_bytes(b"")
     dataset = FashionIQ(root, list(expected))
     pairs = dataset.pairs("val")
     assert pairs.groupby("category").size().to_dict() == expected
+    images = dataset.images("val")
+    assert images.groupby("category").size().to_dict() == {"dress": 3817, "shirt": 6346, "toptee": 5373}
+    assert images.duplicated(["category", "name"]).sum() == 0
+    assert images["name"].duplicated().sum() > 0  # some images are listed under two categories
     assert ((pairs["caption1"] != "") | (pairs["caption2"] != "")).all()  # a few real first captions are empty

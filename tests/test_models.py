@@ -78,3 +78,37 @@ def test_checkpoint_keeps_activation_and_preprocessing_of_the_pretrained_weights
     pixels = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(model.encode_images(pixels), loaded.encode_images(pixels))
+
+
+@pytest.mark.parametrize("size, padded", [((100, 50), (100, 80)), ((50, 100), (80, 100)), ((100, 90), (100, 90)),
+                                          ((64, 64), (64, 64)), ((125, 100), (125, 100))])
+def test_targetpad_pads_elongated_images_to_the_target_ratio_only(size, padded):
+    # CLIP4Cir: ratio >= 1.25 is padded to 1.25 (not to a square), evenly and in black; 125x100 is exactly 1.25,
+    # so its computed padding is zero.
+    from PIL import Image
+
+    from pipeline.models import TargetPad
+
+    image = Image.new("RGB", size, (255, 255, 255))
+    out = TargetPad(1.25)(image)
+    assert out.size == padded
+    if padded != size:
+        assert out.getpixel((0, 0)) == (0, 0, 0)
+        assert out.getpixel((out.size[0] // 2, out.size[1] // 2)) == (255, 255, 255)
+
+
+def test_targetpad_is_kept_by_the_checkpoint_and_used_by_the_loader(tmp_path):
+    from PIL import Image
+
+    model = create_model(TINY.model_copy(update={"preprocess": "targetpad", "target_ratio": 1.25}), seed=0)
+    assert model.target_ratio == 1.25
+    save_checkpoint(tmp_path / "ckpt", model)
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    assert loaded.target_ratio == 1.25
+    tall = Image.new("RGB", (40, 120), (255, 255, 255))  # a long dress photo: padded, not cropped
+    padded = image_loader(loaded)(tall)
+    cropped = image_loader(create_model(TINY, seed=0))(tall)
+    size = loaded.clip.visual.preprocess_cfg["size"]
+    expected = (3, *size) if isinstance(size, tuple) else (3, size, size)
+    assert tuple(padded.shape) == tuple(cropped.shape) == expected
+    assert padded.float().mean() < cropped.float().mean()  # black bars on the sides; the crop is all white

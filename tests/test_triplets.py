@@ -27,16 +27,35 @@ def test_annotated_triplets_append_the_reference_prompt_and_drop_uncaptioned_pai
     red = Attributes("dress", colors=("red",), pattern="solid", sleeves="short sleeves")
     blue = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves")
     captions = _captions([("a", "dress", red), ("b", "dress", blue)])
-    pairs = pd.DataFrame([
-        {"category": "dress", "split": "train", "candidate": "a", "target": "b", "caption1": "is blue",
-         "caption2": "is darker"},
-        {"category": "dress", "split": "train", "candidate": "a", "target": "corrupt", "caption1": "x",
-         "caption2": "y"},
-    ])
+    pairs = _pairs([("dress", "a", "b", "is blue", "is darker"), ("dress", "a", "corrupt", "x", "y")])
     table = annotated_triplets(pairs, captions, use_reference_prompt=True)
     assert len(table) == 1
     assert table.loc[0, "query_text"] == "Is blue and is darker. a red dress with short sleeves"
+    assert table.loc[0, "pair_id"] == "p0"
     assert annotated_triplets(pairs, captions, False).loc[0, "query_text"] == "Is blue and is darker"
+
+
+def _pairs(rows):
+    return pd.DataFrame([{"category": c, "split": "train", "pair_id": f"p{i}", "candidate": a, "target": b,
+                          "caption1": c1, "caption2": c2, "subset": []} for i, (c, a, b, c1, c2) in enumerate(rows)])
+
+
+def test_an_image_in_two_categories_gets_each_categorys_caption():
+    # About 3% of FashionIQ's images are listed under two categories (e.g. shirt and toptee).
+    as_shirt = Attributes("shirt", colors=("red",), sleeves="long sleeves")
+    as_top = Attributes("toptee", colors=("red",), sleeves="long sleeves")
+    blue = Attributes("toptee", colors=("blue",), sleeves="long sleeves")
+    captions = _captions([("x", "shirt", as_shirt), ("x", "toptee", as_top), ("y", "toptee", blue),
+                          ("y", "shirt", blue)])
+    table = annotated_triplets(_pairs([("shirt", "x", "y", "is blue", ""), ("toptee", "x", "y", "is blue", "")]),
+                               captions, use_reference_prompt=True)
+    assert table["reference_caption"].tolist() == ["a red shirt with long sleeves", "a red top with long sleeves"]
+
+
+def test_a_hidden_target_keeps_the_pair():
+    red = Attributes("dress", colors=("red",))
+    table = annotated_triplets(_pairs([("dress", "a", "", "is blue", "")]), _captions([("a", "dress", red)]), True)
+    assert len(table) == 1 and table.loc[0, "target_caption"] == ""
 
 
 def test_generated_triplets_differ_in_few_fields_and_skip_annotated_pairs():

@@ -33,8 +33,7 @@ class Caption:
     @property
     def text(self) -> str:
         """The sentence-level caption: rendered from the attributes, then the free-text description if any."""
-        sentence = self.attributes.sentence()
-        return f"{sentence}. {self.description}" if self.description else sentence
+        return ". ".join(part for part in (self.attributes.sentence(), self.description) if part)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pipeline.captioning import build_captioner
 from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
 from pipeline.captioning.cache import CaptionCache, content_key
 from pipeline.config import CaptionParams, DataParams
-from pipeline.data.fashioniq import FashionIQ
+from pipeline.data import open_dataset
 from pipeline.io import write_json, write_parquet
 
 
@@ -87,10 +87,10 @@ def caption_images(
 
 
 def caption_stage(data: DataParams, caption: CaptionParams, out_dir: Path) -> dict[str, object]:
-    """The `caption` stage: every train and val image of the dataset, captioned through the cache."""
-    dataset = FashionIQ(Path(data.root), data.categories)
-    images = pd.concat([dataset.images("train"), dataset.images("val")], ignore_index=True)
-    tags = {**dataset.tags("train"), **dataset.tags("val")}
+    """The `caption` stage: every image of the splits the pipeline reads, captioned through the cache."""
+    dataset = open_dataset(data)
+    images = pd.concat([dataset.images(split) for split in dataset.splits], ignore_index=True)
+    tags = {name: words for split in dataset.splits for name, words in dataset.tags(split).items()}
     cache = CaptionCache(out_dir / "cache.sqlite")
     started = time.perf_counter()
     try:

@@ -16,9 +16,12 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
+from pipeline.data import IMAGE_COLUMNS, PAIR_COLUMNS
+from pipeline.data.annotations import load_annotation
 from pipeline.errors import PipelineError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -27,6 +30,13 @@ LAYOUT = "captions/cap.<category>.<split>.json, image_splits/split.<category>.<s
 
 @dataclass
 class FashionIQ:
+    """FashionIQ (or the demo catalogue): per-category image splits; pairs carry two relative captions.
+
+    An image may belong to several categories (about 3% of FashionIQ's do), so rows are keyed by category and
+    name, never by name alone."""
+
+    source: ClassVar[str] = "fashioniq"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")  # the test split's targets are withheld, and no server
     root: Path
     categories: list[str]
     missing: dict[str, int] = field(default_factory=dict)  # report: what was dropped and why
@@ -43,14 +53,8 @@ class FashionIQ:
 
     def _load(self, kind: str, category: str, split: str) -> object:
         name = {"captions": f"cap.{category}.{split}.json", "image_splits": f"split.{category}.{split}.json"}[kind]
-        path = self.root / kind / name
-        if not path.is_file():
-            raise PipelineError(f"{path} is missing; data.categories asks for '{category}', so FashionIQ's layout "
-                                f"needs this file ({LAYOUT}).")
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PipelineError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        return load_annotation(self.root / kind / name, f"FashionIQ's: {LAYOUT}",
+                               f"data.categories asks for '{category}'")
 
     @cached_property
     def image_paths(self) -> dict[str, Path]:
@@ -72,10 +76,10 @@ class FashionIQ:
                     continue
                 rows.append((name, category, split, str(path)))
             self.missing[f"{category}.{split}.images_missing"] = absent
-        return pd.DataFrame(rows, columns=["name", "category", "split", "path"])
+        return pd.DataFrame(rows, columns=IMAGE_COLUMNS)
 
     def pairs(self, split: str) -> pd.DataFrame:
-        """Annotated pairs: columns category, split, candidate, target, caption1, caption2.
+        """Annotated pairs (PAIR_COLUMNS); pair_id is '<category>.<split>.<index in the file>', subset is empty.
 
         Pairs whose reference or target image is missing are dropped and counted.
         """
@@ -93,9 +97,10 @@ class FashionIQ:
                     dropped += 1
                     continue
                 first, second = (list(captions) + ["", ""])[:2]
-                rows.append((category, split, candidate, target, first.strip(), second.strip()))
+                rows.append((category, split, f"{category}.{split}.{i}", candidate, target, first.strip(),
+                             second.strip(), []))
             self.missing[f"{category}.{split}.pairs_dropped"] = dropped
-        return pd.DataFrame(rows, columns=["category", "split", "candidate", "target", "caption1", "caption2"])
+        return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
     def tags(self, split: str) -> dict[str, list[str]]:
         """Attribute tags by image name, flattened over FashionIQ's five tag groups; empty where not shipped."""
