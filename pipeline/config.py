@@ -120,7 +120,11 @@ class TrainParams(_Section):
 
 
 class Stage2Params(TrainParams):
+    """Stage 2's loop; `lr` is the combiner's, `text_lr` the text tower's (null: the same), since a pretrained
+    tower wants a far smaller step than a combiner trained from scratch."""
+
     composition: Literal["sum", "combiner"] = "combiner"
+    text_lr: PositiveFloat | None = None
     epochs: NonNegativeInt = 4
     temperature: PositiveFloat = 0.1
     static_negatives: NonNegativeInt = 128

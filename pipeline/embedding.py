@@ -15,12 +15,12 @@ from pipeline.config import EmbedParams
 from pipeline.data.images import decode_images
 from pipeline.features import image_features, text_features, write_features
 from pipeline.io import write_json
-from pipeline.models import image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import compute_device, image_loader, load_checkpoint, tokenizer_for
 
 
 def embed_stage(params: EmbedParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path, out_dir: Path
                 ) -> dict[str, int]:
-    model = load_checkpoint(checkpoint_dir).eval()
+    model = load_checkpoint(checkpoint_dir, compute_device()).eval()
     images = pd.read_parquet(captions_path)
     pixels, failed = decode_images(images["path"].tolist(), image_loader(model))
     images = images.drop(index=images.index[failed]).reset_index(drop=True)

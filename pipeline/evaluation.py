@@ -33,7 +33,7 @@ from pipeline.io import atomic_path, write_json
 from pipeline.metrics import (
     CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
 )
-from pipeline.models import QueryMode, RetrievalModel, image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import QueryMode, RetrievalModel, compute_device, image_loader, load_checkpoint, tokenizer_for
 from pipeline.triplets import relative_text
 
 Protocol = Literal["fashioniq", "cirr"]
@@ -104,7 +104,8 @@ class QuerySet:
             features = gallery_features[torch.from_numpy(rows)]
             reference = torch.tensor([column[n] for n in triplets["candidate"]], dtype=torch.long)
             with torch.no_grad():
-                query = model.compose(features[reference], texts[torch.from_numpy(in_category)], mode)
+                query = model.compose(features[reference].to(model.device),
+                                      texts[torch.from_numpy(in_category)].to(model.device), mode).cpu()
             hidden = (triplets["target"] == "").any()
             target = None if hidden else torch.tensor([column[n] for n in triplets["target"]], dtype=torch.long)
             rankings.append(Ranking(str(category), triplets, names, query @ features.T, reference, target))
@@ -175,7 +176,7 @@ def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, obje
 
 def evaluate_stage(params: EvalParams, protocol: Protocol, checkpoint_dir: Path, captions_path: Path,
                    triplets_dir: Path, metrics_path: Path, curve_path: Path, submissions_dir: Path) -> dict:
-    model = load_checkpoint(checkpoint_dir).eval()
+    model = load_checkpoint(checkpoint_dir, compute_device()).eval()
     tokenizer = tokenizer_for(model.arch)
     captions = pd.read_parquet(captions_path)
     gallery, features = _split_features(model, captions, "val", params.batch_size)

@@ -1,4 +1,5 @@
-"""Batched feature extraction, and feature tables stored as Parquet (id columns + a fixed-size float32 list)."""
+"""Batched feature extraction (on the model's device, returned on the CPU), and feature tables stored as Parquet
+(id columns + a fixed-size float32 list)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pipeline.models import RetrievalModel
 def image_features(model: RetrievalModel, pixels: torch.Tensor, batch_size: int, desc: str = "embed images"
                    ) -> torch.Tensor:
     model.eval()
-    chunks = [model.encode_images(pixels[i:i + batch_size])
+    chunks = [model.encode_images(pixels[i:i + batch_size]).cpu()
               for i in tqdm(range(0, len(pixels), batch_size), desc=desc, unit="batch", mininterval=2)]
     return torch.cat(chunks) if chunks else torch.empty(0, model.embed_dim)
 
@@ -29,7 +30,7 @@ def image_features(model: RetrievalModel, pixels: torch.Tensor, batch_size: int,
 def text_features(model: RetrievalModel, tokenizer, texts: Sequence[str], batch_size: int,
                   desc: str = "embed texts") -> torch.Tensor:
     model.eval()
-    chunks = [model.encode_texts(tokenizer(list(texts[i:i + batch_size])))
+    chunks = [model.encode_texts(tokenizer(list(texts[i:i + batch_size]))).cpu()
               for i in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", mininterval=2)]
     return torch.cat(chunks) if chunks else torch.empty(0, model.embed_dim)
 

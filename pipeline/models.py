@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
+DEVICE_VARIABLE = "FASHION_CIR_DEVICE"
 QueryMode = Literal["composed", "text", "image"]
 Composition = Literal["sum", "combiner"]
 
@@ -79,6 +81,10 @@ class RetrievalModel(nn.Module):
         self.combiner = Combiner(self.embed_dim, 4 * self.embed_dim, 8 * self.embed_dim) \
             if composition == "combiner" else None
 
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised features."""
         x = (pixels.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
@@ -97,11 +103,24 @@ class RetrievalModel(nn.Module):
             return F.normalize(self.combiner(image, text), dim=-1)
         return F.normalize(image + text, dim=-1)
 
-    def trainable_query_side(self) -> list[nn.Parameter]:
-        """The parameters stage 2 trains: the text tower and the combiner; the image tower stays frozen."""
+    def trainable_query_side(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """What stage 2 trains: the text tower's parameters and the combiner's (none for `sum`); the image tower
+        stays frozen."""
         visual = {id(p) for p in self.clip.visual.parameters()}
-        return [p for n, p in self.named_parameters() if id(p) not in visual and n != "clip.logit_scale"
-                and not n.startswith("clip.logit_bias")]
+        text = [p for n, p in self.clip.named_parameters() if id(p) not in visual and n != "logit_scale"
+                and not n.startswith("logit_bias")]
+        return text, list(self.combiner.parameters()) if self.combiner is not None else []
+
+
+def compute_device() -> torch.device:
+    """Where models run: the GPU when there is one, else the CPU; the FASHION_CIR_DEVICE environment variable
+    (cpu, cuda, cuda:1, mps) overrides. Not a param: it changes speed, and results only by floating-point noise
+    (the committed reference metrics are CPU runs, bit-for-bit reproducible)."""
+    chosen = os.environ.get(DEVICE_VARIABLE) or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(chosen)
+    except RuntimeError:
+        raise PipelineError(f"{DEVICE_VARIABLE} = '{chosen}' is not a torch device; use cpu, cuda, cuda:<n> or mps.")
 
 
 def create_clip(params: ModelParams, seed: int) -> nn.Module:
@@ -181,7 +200,7 @@ def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
         (tmp / "model.json").write_text(json.dumps(description, indent=2) + "\n")
 
 
-def load_checkpoint(directory: str | Path) -> RetrievalModel:
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> RetrievalModel:
     directory = Path(directory)
     path, description = directory / "model.pt", directory / "model.json"
     if not path.is_file() or not description.is_file():
@@ -193,4 +212,4 @@ def load_checkpoint(directory: str | Path) -> RetrievalModel:
     open_clip.set_model_preprocess_cfg(clip, preprocess)
     model = RetrievalModel(clip, saved["arch"], saved["composition"], saved.get("target_ratio"))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model
+    return model.to(device)

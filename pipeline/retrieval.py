@@ -19,7 +19,7 @@ from pipeline.config import Stage2Params
 from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
-from pipeline.models import load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.models import compute_device, load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.train import open_live, train
 from pipeline.triplets import query_text, training_relative_text
 
@@ -35,33 +35,36 @@ def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, posit
     return out
 
 
-def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path,
-           negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_dir: Path, embeddings_dir: Path,
+           triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+    device = compute_device()
     model = load_checkpoint(stage1_dir)
     torch.manual_seed(seed + 1)
     model.set_composition(params.composition)
+    model.to(device)
     for p in model.clip.visual.parameters():
         p.requires_grad_(False)
     tokenizer = tokenizer_for(model.arch)
 
     images, features = read_features(embeddings_dir / "images.parquet")
     is_train = (images["split"] == "train").to_numpy()
-    bank = torch.from_numpy(features[is_train])
+    bank = torch.from_numpy(features[is_train]).to(device)
     position = dict(zip(images["name"][is_train], range(len(bank)), strict=True))
 
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
     triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]
     triplets = triplets.reset_index(drop=True)
-    reference = torch.tensor(triplets["candidate"].map(position).to_numpy())
-    target = torch.tensor(triplets["target"].map(position).to_numpy())
-    hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k)
+    reference = torch.tensor(triplets["candidate"].map(position).to_numpy(), device=device)
+    target = torch.tensor(triplets["target"].map(position).to_numpy(), device=device)
+    hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k).to(device)
     captions = triplets[["caption1", "caption2", "prompt"]].to_numpy()
 
     def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         texts = [query_text(training_relative_text(c1, c2, rng), prompt) for c1, c2, prompt in captions[batch]]
-        index = torch.from_numpy(batch)
+        index = torch.from_numpy(batch).to(device)
         query = model.compose(bank[reference[index]], model.encode_texts(tokenizer(texts)))
-        static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)), replace=False))
+        static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)),
+                                             replace=False)).to(device)
         return composed_retrieval_loss(query, bank, target[index], hard[index], static, params.temperature)
 
     is_val = (images["split"] == "val").to_numpy()
@@ -73,6 +76,7 @@ def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_d
         return {f"val/{name}": value for name, value in headline(protocol, rankings).items()}
 
     with open_live(live_dir) as live:
-        train(model.trainable_query_side(), batch_loss, len(triplets), params, seed, live, [model],
-              validate=validate, desc="stage2")
+        text, combiner = model.trainable_query_side()
+        train([(text, params.text_lr or params.lr), (combiner, params.lr)], batch_loss, len(triplets), params,
+              seed, live, [model], validate=validate, desc="stage2")
     save_checkpoint(out_dir, model)

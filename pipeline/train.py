@@ -45,12 +45,19 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
     return factor
 
 
-def make_optimizer(parameters: list[nn.Parameter], params: TrainParams) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on biases, norms, embeddings' scales)."""
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": params.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=params.lr)
+ParameterGroup = tuple[list[nn.Parameter], float]  # parameters and their peak learning rate
+
+
+def make_optimizer(groups: list[ParameterGroup], params: TrainParams) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases, norms, embeddings' scales), one lr per group."""
+    param_groups = []
+    for parameters, lr in groups:
+        for decay in (True, False):
+            chosen = [p for p in parameters if (p.ndim >= 2) == decay]
+            if chosen:
+                param_groups.append({"params": chosen, "weight_decay": params.weight_decay if decay else 0.0,
+                                     "lr": lr})
+    return torch.optim.AdamW(param_groups)
 
 
 def open_live(directory: str | Path) -> Live:
@@ -59,7 +66,7 @@ def open_live(directory: str | Path) -> Live:
 
 
 def train(
-    parameters: list[nn.Parameter],
+    groups: list[ParameterGroup],
     batch_loss: Callable[[np.ndarray, np.random.Generator], torch.Tensor],
     n_examples: int,
     params: TrainParams,
@@ -69,11 +76,13 @@ def train(
     validate: Callable[[], dict[str, float]] | None = None,
     desc: str = "train",
 ) -> None:
-    """Train for params.epochs over `n_examples` examples; `batch_loss(indices, rng)` computes one step's loss."""
+    """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng)` computes one step's
+    loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     Path(live.plots_dir).mkdir(parents=True, exist_ok=True)  # a declared output even when epochs is 0
-    optimizer = make_optimizer(parameters, params)
+    optimizer = make_optimizer(groups, params)
+    parameters = [p for group, _ in groups for p in group]
     total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
     for epoch in range(params.epochs):
