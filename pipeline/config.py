@@ -150,7 +150,7 @@ class Params(_Section):
     eval: EvalParams = EvalParams()
 
 
-def _yaml(path: Path) -> Any:
+def read_yaml(path: Path) -> Any:
     try:
         return YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
@@ -173,16 +173,20 @@ def _sentence(path: Path, raw: dict[str, Any], error: ValidationError) -> str:
     return f"{path}: {key} = {first.get('input')!r} is not allowed: {first['msg'][0].lower()}{first['msg'][1:]}."
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate the whole params file."""
-    path = Path(path)
-    raw = _yaml(path) or {}
+def validate_params(raw: Any, path: Path) -> Params:
+    """`raw` (read from `path`) as Params; keys it leaves out take their defaults."""
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections (seed, data, model, ...).")
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
         raise PipelineError(_sentence(path, raw, error)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file."""
+    path = Path(path)
+    return validate_params(read_yaml(path) or {}, path)
 
 
 class SectionView:
@@ -229,7 +233,7 @@ def stage_params(stage: str, params_path: str | Path = "params.yaml", dvc_path: 
 
 def declared_params(stage: str, dvc_path: str | Path = "dvc.yaml") -> set[str]:
     """The params entries (`section` or `section.key`) that `stage` lists in dvc.yaml."""
-    dvc = _yaml(Path(dvc_path)) or {}
+    dvc = read_yaml(Path(dvc_path)) or {}
     stages = dvc.get("stages", {})
     if stage not in stages:
         raise PipelineError(f"{dvc_path} has no stage named '{stage}'.")

@@ -136,10 +136,17 @@ def create_clip(params: ModelParams, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on purpose-built random inits
     try:
-        return open_clip.create_model(params.arch, pretrained=pretrained)
+        return open_clip.create_model(params.arch, pretrained=pretrained,
+                                      force_quick_gelu=tag_needs_quick_gelu(params.arch, pretrained))
     except Exception as exc:  # download/parse failures come in many types; one sentence for all of them
         raise PipelineError(f"could not load model.pretrained = '{pretrained}' for model.arch = '{params.arch}': "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}.") from exc
+
+
+def tag_needs_quick_gelu(arch: str, pretrained: str | None) -> bool:
+    """OpenAI's weights were trained with QuickGELU; open_clip builds `ViT-B-32` with GELU and only warns when
+    given the `openai` tag, so the activation follows the tag here (as `ViT-B-32-quickgelu` would)."""
+    return bool(pretrained and open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu"))
 
 
 def _uses_quick_gelu(clip: nn.Module) -> bool:

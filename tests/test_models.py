@@ -112,3 +112,11 @@ def test_targetpad_is_kept_by_the_checkpoint_and_used_by_the_loader(tmp_path):
     expected = (3, *size) if isinstance(size, tuple) else (3, size, size)
     assert tuple(padded.shape) == tuple(cropped.shape) == expected
     assert padded.float().mean() < cropped.float().mean()  # black bars on the sides; the crop is all white
+
+
+def test_openai_tags_get_the_activation_they_were_trained_with():
+    from pipeline.models import tag_needs_quick_gelu
+
+    assert tag_needs_quick_gelu("ViT-B-32", "openai")
+    assert not tag_needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")
+    assert not tag_needs_quick_gelu("ViT-B-32", "/weights/my-clip.pt") and not tag_needs_quick_gelu("ViT-B-32", None)

@@ -18,3 +18,21 @@ def test_warmup_then_cosine():
     assert factor(10) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.5)
     assert factor(100) == pytest.approx(0.0)
+
+
+def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
+    # CIRR with the catalog backend: no attribute tags, so every caption is empty.
+    import pandas as pd
+
+    from pipeline.config import ModelParams, TrainParams
+    from pipeline.errors import PipelineError
+    from pipeline.warmup import stage1
+
+    captions = tmp_path / "captions.parquet"
+    pd.DataFrame({"name": ["a", "b"], "category": ["cirr"] * 2, "split": ["train"] * 2, "path": ["x", "y"],
+                  "caption": ["", ""]}).to_parquet(captions)
+    with pytest.raises(PipelineError, match="has no train image with a caption.*set stage1.epochs: 0"):
+        stage1(ModelParams(), TrainParams(epochs=1), 0, captions, tmp_path / "out", tmp_path / "live")
+    assert not (tmp_path / "out").exists()
+    stage1(ModelParams(), TrainParams(epochs=0), 0, captions, tmp_path / "out", tmp_path / "live")
+    assert (tmp_path / "out" / "model.pt").is_file()  # epochs 0: the base model is the checkpoint

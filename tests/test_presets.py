@@ -1,0 +1,51 @@
+import shutil
+
+import pytest
+
+from pipeline import presets
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def params_copy(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(presets.available()))
+def test_each_preset_merges_into_params_keeping_comments_and_other_keys(params_copy, name):
+    before = load_params(params_copy)
+    changes = presets.apply_preset(name, params_copy)
+    after = load_params(params_copy)
+    assert changes and all(old != new for _, old, new in changes)
+    changed = {key for key, _, _ in changes}
+    for section in ("data", "model", "stage2"):
+        for key, value in getattr(after, section).model_dump().items():
+            if f"{section}.{key}" not in changed:
+                assert getattr(getattr(before, section), key) == value
+    text = params_copy.read_text()
+    assert "# One seed drives everything" in text and 'url: ""' in text  # comments and quoting kept
+    assert presets.apply_preset(name, params_copy) == []  # applying twice changes nothing more
+
+
+def test_the_paper_preset_is_vit_b32_on_fashioniq_with_llava(params_copy):
+    presets.apply_preset("paper-fashioniq", params_copy)
+    params = load_params(params_copy)
+    assert (params.model.arch, params.model.pretrained, params.model.preprocess) == ("ViT-B-32", "openai", "targetpad")
+    assert (params.data.source, params.caption.backend) == ("fashioniq", "vllm")
+    assert params.caption.model == "llava-hf/llava-1.5-7b-hf" and params.stage1.epochs > 0
+
+
+def test_a_bad_preset_is_one_sentence_and_leaves_params_alone(params_copy, tmp_path, monkeypatch):
+    (tmp_path / "presets").mkdir()
+    monkeypatch.setattr(presets, "PRESETS_DIR", tmp_path / "presets")
+    (tmp_path / "presets" / "typo.yaml").write_text("negatives:\n  kk: 3\n")
+    original = params_copy.read_text()
+    with pytest.raises(PipelineError, match=r"typo.yaml: unknown key 'negatives.kk'"):
+        presets.apply_preset("typo", params_copy)
+    with pytest.raises(PipelineError, match=r"no preset named 'nope'; the presets are: typo"):
+        presets.apply_preset("nope", params_copy)
+    assert params_copy.read_text() == original
