@@ -105,9 +105,13 @@ class EmbedParams(_Section):
 
 
 class NegativesParams(_Section):
+    """How hard negatives are mined: around the zero-shot composed query (`anchor: query`, the images the base
+    model would retrieve instead) or around the target (`anchor: target`, the images most like the answer)."""
+
     k: NonNegativeInt = 16
     index: Literal["flat", "hnsw", "ivf"] = "flat"
     max_target_similarity: Annotated[float, Field(gt=0, le=1)] = 1.0
+    anchor: Literal["query", "target"] = "query"
 
 
 class TrainParams(_Section):
@@ -125,6 +129,7 @@ class Stage2Params(TrainParams):
 
     composition: Literal["sum", "combiner"] = "combiner"
     text_lr: PositiveFloat | None = None
+    hard_negatives_from_epoch: NonNegativeInt = 0  # coarse negatives only before it (a coarse-to-hard curriculum)
     epochs: NonNegativeInt = 4
     temperature: PositiveFloat = 0.1
     static_negatives: NonNegativeInt = 128

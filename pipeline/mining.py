@@ -2,7 +2,8 @@
 
 A training query is composed from static features as at zero-shot time (sum of the normalised reference-image
 and query-text features); its nearest gallery images that are not the target are the negatives the base model
-would most confuse with it. Near-duplicates of the target (similarity to it at or above
+would most confuse with it. With `negatives.anchor: target` the search starts from the target instead: its nearest
+neighbours are the images most like the answer (the query-anchored set is mostly images like the reference). Near-duplicates of the target (similarity to it at or above
 `negatives.max_target_similarity`) are skipped as likely false negatives.
 """
 
@@ -24,6 +25,12 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def mining_queries(anchor: str, reference: np.ndarray, text: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """What the index is searched with: the zero-shot composed query (normalised sum of the reference-image and
+    query-text features) or the target's own feature."""
+    return target if anchor == "target" else _normalise(reference + text)
+
+
 def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplets_dir: Path, out_path: Path
                ) -> dict[str, float]:
     images, image_feats = read_features(embeddings_dir / "images.parquet")
@@ -38,8 +45,8 @@ def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplet
         gallery_feats = image_feats[gallery.index.to_numpy()]
         reference = gallery_feats[group["candidate"].map(position).to_numpy()]
         text = query_feats[group["triplet_id"].map(query_row).to_numpy()]
-        composed = _normalise(reference + text)
         targets = group["target"].map(position).to_numpy()
+        composed = mining_queries(params.anchor, reference, text, gallery_feats[targets])
         found, scores = mine_hard_negatives(composed, gallery_feats, targets, params.k, params.index,
                                             params.max_target_similarity, seed)
         names = gallery["name"].to_numpy()

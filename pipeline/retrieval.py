@@ -59,13 +59,14 @@ def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_d
     hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k).to(device)
     captions = triplets[["caption1", "caption2", "prompt"]].to_numpy()
 
-    def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
         texts = [query_text(training_relative_text(c1, c2, rng), prompt) for c1, c2, prompt in captions[batch]]
         index = torch.from_numpy(batch).to(device)
         query = model.compose(bank[reference[index]], model.encode_texts(tokenizer(texts)))
         static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)),
                                              replace=False)).to(device)
-        return composed_retrieval_loss(query, bank, target[index], hard[index], static, params.temperature)
+        mined = hard[index] if epoch >= params.hard_negatives_from_epoch else hard[index, :0]
+        return composed_retrieval_loss(query, bank, target[index], mined, static, params.temperature)
 
     is_val = (images["split"] == "val").to_numpy()
     validation = QuerySet.build(images[is_val], triplets_dir / "val.parquet")

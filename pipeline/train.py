@@ -67,7 +67,7 @@ def open_live(directory: str | Path) -> Live:
 
 def train(
     groups: list[ParameterGroup],
-    batch_loss: Callable[[np.ndarray, np.random.Generator], torch.Tensor],
+    batch_loss: Callable[[np.ndarray, np.random.Generator, int], torch.Tensor],
     n_examples: int,
     params: TrainParams,
     seed: int,
@@ -76,7 +76,7 @@ def train(
     validate: Callable[[], dict[str, float]] | None = None,
     desc: str = "train",
 ) -> None:
-    """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng)` computes one step's
+    """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng, epoch)` computes one step's
     loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -92,7 +92,7 @@ def train(
         progress = tqdm(epoch_batches(n_examples, params.batch_size, rng), desc=f"{desc} epoch {epoch + 1}",
                         total=steps_per_epoch(n_examples, params.batch_size), unit="step", mininterval=2)
         for batch in progress:
-            loss = batch_loss(batch, rng)
+            loss = batch_loss(batch, rng, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)

@@ -34,7 +34,7 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, captions_p
     tokens = tokenizer_for(model.arch)(captions["caption"].tolist())
     caption_id = torch.from_numpy(pd.factorize(captions["caption"])[0]).to(model.device)
 
-    def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
         index = torch.from_numpy(batch)
         ids = caption_id[index.to(model.device)]
         return clip_loss(model.encode_images(pixels[index]), model.encode_texts(tokens[index]), params.temperature,

@@ -60,6 +60,15 @@ def test_every_stage_declares_only_real_sections():
             assert key.split(".")[0] in Params.model_fields, (name, key)
 
 
+def test_every_stage_runs_its_own_module_from_this_checkout():
+    # `python -m` puts the working directory first on sys.path, so a queued or --temp experiment runs the pipeline
+    # code of its own copy, not the clone an editable install points at.
+    dvc = YAML(typ="safe").load((REPO / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        assert stage["cmd"] == f"python -m stages.{name}"
+        assert f"stages/{name}.py" in stage["deps"] and (REPO / "stages" / f"{name}.py").is_file()
+
+
 def test_single_keys_can_be_declared_and_untracked_keys_stay_readable(tmp_path):
     params = _write(tmp_path, "caption:\n  model: m\n  url: http://x\n")
     dvc = tmp_path / "dvc.yaml"

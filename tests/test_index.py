@@ -51,3 +51,11 @@ def test_k_zero_mines_nothing():
 def test_unknown_index_kind_is_one_sentence():
     with pytest.raises(PipelineError, match="negatives.index"):
         build_index(np.eye(2, dtype=np.float32), "annoy")
+
+
+def test_mining_anchors_on_the_composed_query_or_on_the_target():
+    from pipeline.mining import mining_queries
+
+    reference, text, target = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[0.6, 0.8]])
+    assert np.allclose(mining_queries("query", reference, text, target), [[2 ** -0.5, 2 ** -0.5]])
+    assert np.array_equal(mining_queries("target", reference, text, target), target)

@@ -36,3 +36,22 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     assert not (tmp_path / "out").exists()
     stage1(ModelParams(), TrainParams(epochs=0), 0, captions, tmp_path / "out", tmp_path / "live")
     assert (tmp_path / "out" / "model.pt").is_file()  # epochs 0: the base model is the checkpoint
+
+
+def test_the_loop_tells_the_loss_which_epoch_it_is_in(tmp_path):
+    # stage 2's coarse-to-hard curriculum (stage2.hard_negatives_from_epoch) keys on it.
+    import torch
+
+    from pipeline.config import TrainParams
+    from pipeline.train import open_live, train
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    seen = []
+
+    def batch_loss(batch, rng, epoch):
+        seen.append(epoch)
+        return (weight * torch.as_tensor(batch, dtype=torch.float32)).sum()
+
+    with open_live(tmp_path / "live") as live:
+        train([([weight], 0.1)], batch_loss, 6, TrainParams(epochs=3, batch_size=3), 0, live, [])
+    assert seen == [0, 0, 1, 1, 2, 2]
