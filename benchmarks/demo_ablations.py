@@ -24,6 +24,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "stage 2 alone (stage1.epochs=0)": {"stage1.epochs": 0},
     "zero-shot static model (no training)": {"stage1.epochs": 0, "stage2.epochs": 0},
     "no hard negatives (negatives.k=0)": {"negatives.k": 0},
+    "coarse-to-hard, target-anchored hard negatives": {"negatives.anchor": "target",
+                                                        "stage2.hard_negatives_from_epoch": 2},
     "no static negatives (stage2.static_negatives=0)": {"stage2.static_negatives": 0},
     "no generated triplets (triplets.generated_per_category=0)": {"triplets.generated_per_category": 0},
     "sum composition (stage2.composition=sum)": {"stage2.composition": "sum"},
