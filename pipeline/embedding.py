@@ -13,9 +13,10 @@ import pandas as pd
 
 from pipeline.config import EmbedParams
 from pipeline.data.images import decode_images
+from pipeline.device import compute_device
 from pipeline.features import image_features, text_features, write_features
 from pipeline.io import write_json
-from pipeline.models import compute_device, image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import image_loader, load_checkpoint, tokenizer_for
 
 
 def embed_stage(params: EmbedParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path, out_dir: Path

@@ -27,13 +27,14 @@ import torch
 from pipeline.config import EvalParams
 from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
 from pipeline.data.images import decode_images
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
 from pipeline.features import image_features, text_features
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import (
     CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
 )
-from pipeline.models import QueryMode, RetrievalModel, compute_device, image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import QueryMode, RetrievalModel, image_loader, load_checkpoint, tokenizer_for
 from pipeline.triplets import relative_text
 
 Protocol = Literal["fashioniq", "cirr"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +27,6 @@ from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
-DEVICE_VARIABLE = "FASHION_CIR_DEVICE"
 QueryMode = Literal["composed", "text", "image"]
 Composition = Literal["sum", "combiner"]
 
@@ -110,17 +108,6 @@ class RetrievalModel(nn.Module):
         text = [p for n, p in self.clip.named_parameters() if id(p) not in visual and n != "logit_scale"
                 and not n.startswith("logit_bias")]
         return text, list(self.combiner.parameters()) if self.combiner is not None else []
-
-
-def compute_device() -> torch.device:
-    """Where models run: the GPU when there is one, else the CPU; the FASHION_CIR_DEVICE environment variable
-    (cpu, cuda, cuda:1, mps) overrides. Not a param: it changes speed, and results only by floating-point noise
-    (the committed reference metrics are CPU runs, bit-for-bit reproducible)."""
-    chosen = os.environ.get(DEVICE_VARIABLE) or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(chosen)
-    except RuntimeError:
-        raise PipelineError(f"{DEVICE_VARIABLE} = '{chosen}' is not a torch device; use cpu, cuda, cuda:<n> or mps.")
 
 
 def create_clip(params: ModelParams, seed: int) -> nn.Module:

@@ -16,10 +16,11 @@ import pandas as pd
 import torch
 
 from pipeline.config import Stage2Params
+from pipeline.device import compute_device
 from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
-from pipeline.models import compute_device, load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.models import load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.train import open_live, train
 from pipeline.triplets import query_text, training_relative_text
 

@@ -12,9 +12,10 @@ import torch
 
 from pipeline.config import ModelParams, TrainParams
 from pipeline.data.images import decode_images
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
 from pipeline.losses import clip_loss
-from pipeline.models import compute_device, create_model, image_loader, save_checkpoint, tokenizer_for
+from pipeline.models import create_model, image_loader, save_checkpoint, tokenizer_for
 from pipeline.train import open_live, train
 
 

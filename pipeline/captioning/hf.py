@@ -20,6 +20,7 @@ from PIL import Image
 from pipeline.captioning.mllm import Decoding, Generation, MLLMCaptioner
 from pipeline.captioning.schema import prompt
 from pipeline.config import CaptionParams
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
 
 
@@ -28,7 +29,7 @@ class TransformersCaptioner(MLLMCaptioner):
 
     def __init__(self, params: CaptionParams, device: str | None = None):
         super().__init__(params)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or str(compute_device())
         self._model: Any = None
         self._processor: Any = None
         self._grammar: Any = None
