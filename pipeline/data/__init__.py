@@ -1,7 +1,7 @@
 """Benchmark datasets in their official layouts, behind one small interface the stages read.
 
 Both readers give the same tables, so everything downstream (captioning, triplets, training, evaluation) is
-dataset-agnostic; only evaluation asks which protocol to score with (`Dataset.source`).
+dataset-agnostic; only evaluation and stage 2's validation ask which protocol to score with (`data.source`).
 
     images(split) -> name, category, split, path        (one row per image of the split; missing files dropped)
     pairs(split)  -> category, split, pair_id, candidate, target, caption1, caption2, subset
@@ -25,7 +25,6 @@ PAIR_COLUMNS = ["category", "split", "pair_id", "candidate", "target", "caption1
 
 
 class Dataset(Protocol):
-    source: str
     splits: tuple[str, ...]
     missing: dict[str, int]
 

@@ -32,7 +32,6 @@ LAYOUT = "captions/cap.rc2.<split>.json and image_splits/split.rc2.<split>.json,
 
 @dataclass
 class CIRR:
-    source: ClassVar[str] = "cirr"
     splits: ClassVar[tuple[str, ...]] = ("train", "val", TEST_SPLIT)
     root: Path
     missing: dict[str, int] = field(default_factory=dict)

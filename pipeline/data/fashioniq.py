@@ -12,7 +12,6 @@ sentence that says which layout was expected.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +34,6 @@ class FashionIQ:
     An image may belong to several categories (about 3% of FashionIQ's do), so rows are keyed by category and
     name, never by name alone."""
 
-    source: ClassVar[str] = "fashioniq"
     splits: ClassVar[tuple[str, ...]] = ("train", "val")  # the test split's targets are withheld, and no server
     root: Path
     categories: list[str]
@@ -109,6 +107,7 @@ class FashionIQ:
             path = self.root / "tags" / f"asin2attr.{category}.{split}.json"
             if not path.is_file():
                 continue
-            for name, groups in json.loads(path.read_text()).items():
+            listed = load_annotation(path, f"FashionIQ's: {LAYOUT}", "tags were found for this category")
+            for name, groups in listed.items():  # type: ignore[attr-defined]
                 tags[name] = [word for group in groups for word in group if word]
         return tags
