@@ -36,6 +36,14 @@ def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, posit
     return out
 
 
+def bank_rows(images: pd.DataFrame) -> np.ndarray:
+    """The feature rows of the static bank: one per training image. An image listed under two categories (as about
+    3% of FashionIQ's are) has two identical rows, and the second would be a static negative equal to the target
+    that the loss's target mask (by bank index) cannot see."""
+    rows = np.flatnonzero((images["split"] == "train").to_numpy())
+    return rows[~images["name"].iloc[rows].duplicated().to_numpy()]
+
+
 def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_dir: Path, embeddings_dir: Path,
            triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
     device = compute_device()
@@ -48,9 +56,9 @@ def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_d
     tokenizer = tokenizer_for(model.arch)
 
     images, features = read_features(embeddings_dir / "images.parquet")
-    is_train = (images["split"] == "train").to_numpy()
-    bank = torch.from_numpy(features[is_train]).to(device)
-    position = dict(zip(images["name"][is_train], range(len(bank)), strict=True))
+    train_rows = bank_rows(images)
+    bank = torch.from_numpy(features[train_rows]).to(device)
+    position = dict(zip(images["name"].iloc[train_rows], range(len(bank)), strict=True))
 
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
     triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]

@@ -57,3 +57,14 @@ def test_hard_negatives_raise_the_loss_when_they_are_close():
                                    torch.empty(0, dtype=torch.long), 0.1)
     assert none.item() == pytest.approx(0.0, abs=1e-6)
     assert hard.item() > 0.1
+
+
+def test_the_static_bank_holds_each_training_image_once():
+    # "x" is a shirt and a toptee, and also in val: one bank row, taken from the train split.
+    import pandas as pd
+
+    from pipeline.retrieval import bank_rows
+
+    images = pd.DataFrame({"name": ["x", "y", "x", "x", "z"], "split": ["val", "train", "train", "train", "train"],
+                           "category": ["shirt", "shirt", "shirt", "toptee", "toptee"]})
+    assert bank_rows(images).tolist() == [1, 2, 4]
