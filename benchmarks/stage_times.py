@@ -13,7 +13,7 @@ import platform
 import subprocess
 import time
 
-STAGES = ["synthesize", "caption", "triplets", "stage1", "embed", "mine", "stage2", "evaluate"]
+STAGES = ["synthesize", "caption", "triplets", "decode", "stage1", "embed", "mine", "stage2", "evaluate"]
 
 
 def main() -> None:

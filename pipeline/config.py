@@ -135,6 +135,22 @@ class Stage2Params(TrainParams):
     static_negatives: NonNegativeInt = 128
 
 
+class ComputeParams(_Section):
+    """How the training, embedding and evaluation stages use the hardware.
+
+    `precision: bf16` (autocast; the weights and optimizer stay fp32) changes results beyond floating-point noise,
+    so it is tracked. The UNTRACKED keys change speed only: torch.compile of the encoders, the number of torchrun
+    processes for stage 1 and stage 2 (DDP, one per GPU; the global batch and the loss are the same), and the
+    decode workers (0 = one per core)."""
+
+    UNTRACKED: ClassVar[frozenset[str]] = frozenset({"compile", "processes", "workers"})
+
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    processes: PositiveInt = 1
+    workers: NonNegativeInt = 0
+
+
 class EvalParams(_Section):
     batch_size: PositiveInt = 256
     query: Literal["composed", "text", "image"] = "composed"
@@ -153,6 +169,7 @@ class Params(_Section):
     stage1: TrainParams = TrainParams()
     stage2: Stage2Params = Stage2Params()
     eval: EvalParams = EvalParams()
+    compute: ComputeParams = ComputeParams()
 
 
 def read_yaml(path: Path) -> Any:
@@ -222,7 +239,7 @@ class StageParams:
         if name in self._declared:
             return getattr(self._params, name)
         keys = {d.split(".", 1)[1] for d in self._declared if d.startswith(f"{name}.")}
-        if not keys:
+        if not keys and not getattr(getattr(self._params, name, None), "UNTRACKED", None):
             raise PipelineError(
                 f"stage '{self._stage}' reads params '{name}' but dvc.yaml does not declare it; add it to the "
                 f"stage's params so DVC re-runs the stage when it changes.")

@@ -1,12 +1,24 @@
-"""Where models run: one choice for every stage and backend."""
+"""Where and how models run: one device choice for every stage and backend, and the Runtime of the training,
+embedding and evaluation stages (precision, torch.compile, torchrun processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from torch import nn
 
+from pipeline.distributed import World, close_world, init_world, launch, process_device
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.models import RetrievalModel
+
+Precision = Literal["fp32", "bf16"]
 
 DEVICE_VARIABLE = "FASHION_CIR_DEVICE"
 
@@ -20,3 +32,56 @@ def compute_device() -> torch.device:
         return torch.device(chosen)
     except RuntimeError:
         raise PipelineError(f"{DEVICE_VARIABLE} = '{chosen}' is not a torch device; use cpu, cuda, cuda:<n> or mps.")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a training, embedding or evaluation stage computes: on which device, in which precision, compiled or
+    not, and as which of the torchrun processes (a World of one when not distributed)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: Precision = "fp32"
+    compile: bool = False
+    world: World = field(default_factory=World)
+    fused: bool | None = None  # fused AdamW; None = on a GPU (on the CPU the plain update keeps the demo's numbers)
+
+    @property
+    def fused_optimizer(self) -> bool:
+        return self.device.type == "cuda" if self.fused is None else self.fused
+
+    @classmethod
+    def start(cls, compute, distributed: bool = False) -> Runtime:
+        """From the `compute` params; `distributed` stages join torchrun's process group when started by it."""
+        device = compute_device()
+        if not distributed:
+            return cls(device, compute.precision, compute.compile)
+        device = process_device(device)
+        return cls(device, compute.precision, compute.compile, init_world(device))
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for the forward pass when precision is bf16 (weights and optimizer stay fp32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def prepare(self, model: RetrievalModel) -> nn.Module:
+        """`model` on the device, its encoders compiled in place if asked (state-dict keys unchanged), wrapped in
+        DistributedDataParallel under torchrun. Call the result as `encoder(pixels=..., tokens=...)`."""
+        model.to(self.device)
+        if self.compile:
+            model.clip.visual.compile()
+            (model.clip.text if hasattr(model.clip, "text") else model.clip.transformer).compile()
+        if self.world.size == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+
+def run_distributed(compute, module: str, body: Callable[[Runtime], None]) -> None:
+    """Run a training stage's `body`: in this process, or under torchrun when compute.processes > 1 (this process
+    then only waits for torchrun's, which come back here with the process group to join)."""
+    if launch(compute.processes, module):
+        return
+    runtime = Runtime.start(compute, distributed=True)
+    try:
+        body(runtime)
+    finally:
+        close_world()

@@ -2,7 +2,8 @@
 
 These are the features of the image tower that stage 2 keeps frozen, so they serve twice: FAISS mines hard
 negatives with them, and stage 2 uses them as its static gallery bank to scale the number of negatives. With
-`stage1.epochs: 0` the stage-1 checkpoint is the base model itself (zero-shot static features).
+`stage1.epochs: 0` the stage-1 checkpoint is the base model itself (zero-shot static features). Images come from
+the decoded-image store, each file encoded once.
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import EmbedParams
-from pipeline.data.images import decode_images
-from pipeline.device import compute_device
-from pipeline.features import image_features, text_features, write_features
+from pipeline.data.store import ImageStore
+from pipeline.device import Runtime
+from pipeline.features import stored_image_features, text_features, write_features
 from pipeline.io import write_json
-from pipeline.models import image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import load_checkpoint, preprocessing, tokenizer_for
 
 
-def embed_stage(params: EmbedParams, checkpoint_dir: Path, captions_path: Path, triplets_dir: Path, out_dir: Path
-                ) -> dict[str, int]:
-    model = load_checkpoint(checkpoint_dir, compute_device()).eval()
-    images = pd.read_parquet(captions_path)
-    pixels, failed = decode_images(images["path"].tolist(), image_loader(model))
-    images = images.drop(index=images.index[failed]).reset_index(drop=True)
+def embed_stage(params: EmbedParams, runtime: Runtime, checkpoint_dir: Path, captions_path: Path, store_dir: Path,
+                triplets_dir: Path, out_dir: Path) -> dict[str, int]:
+    model = load_checkpoint(checkpoint_dir)
+    runtime.prepare(model)
+    store = ImageStore.open(store_dir)
+    store.check(preprocessing(model), f"the checkpoint in {checkpoint_dir}")
+    images, rows, lacking = store.select(pd.read_parquet(captions_path))
     write_features(out_dir / "images.parquet", images[["name", "category", "split"]],
-                   image_features(model, pixels, params.batch_size).numpy())
+                   stored_image_features(model, store, rows, params.batch_size, runtime).numpy())
     triplets = pd.concat([pd.read_parquet(triplets_dir / f"{s}.parquet") for s in ("train", "val")],
                          ignore_index=True)
-    texts = text_features(model, tokenizer_for(model.arch), triplets["query_text"].tolist(), params.batch_size)
+    texts = text_features(model, tokenizer_for(model.arch), triplets["query_text"].tolist(), params.batch_size,
+                          runtime)
     write_features(out_dir / "queries.parquet", triplets[["triplet_id", "split"]], texts.numpy())
-    report = {"images": len(images), "undecodable_images": len(failed), "queries": len(triplets)}
+    report = {"images": len(images), "undecodable_images": lacking, "queries": len(triplets)}
     write_json(out_dir / "report.json", report)
     return report

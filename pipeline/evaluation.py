@@ -26,15 +26,15 @@ import torch
 
 from pipeline.config import EvalParams
 from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
-from pipeline.data.images import decode_images
-from pipeline.device import compute_device
+from pipeline.data.store import ImageStore
+from pipeline.device import Runtime
 from pipeline.errors import PipelineError
-from pipeline.features import image_features, text_features
+from pipeline.features import stored_image_features, text_features
 from pipeline.io import atomic_path, write_json
 from pipeline.metrics import (
     CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
 )
-from pipeline.models import QueryMode, RetrievalModel, image_loader, load_checkpoint, tokenizer_for
+from pipeline.models import QueryMode, RetrievalModel, load_checkpoint, preprocessing, tokenizer_for
 from pipeline.triplets import relative_text
 
 Protocol = Literal["fashioniq", "cirr"]
@@ -92,9 +92,9 @@ class QuerySet:
         return self.triplets["query_text"].tolist()
 
     def rankings(self, model: RetrievalModel, tokenizer, gallery_features: torch.Tensor, mode: QueryMode,
-                 batch_size: int) -> list[Ranking]:
+                 batch_size: int, runtime: Runtime = Runtime()) -> list[Ranking]:
         """One Ranking per category, for `gallery_features` computed by `model`'s image tower."""
-        texts = text_features(model, tokenizer, self.query_texts(mode), batch_size, desc="queries")
+        texts = text_features(model, tokenizer, self.query_texts(mode), batch_size, runtime, desc="queries")
         rankings = []
         for category in dict.fromkeys(self.triplets["category"]):
             in_category = (self.triplets["category"] == category).to_numpy(copy=True)
@@ -158,12 +158,10 @@ def cirr_submissions(ranking: Ranking) -> dict[str, dict[str, object]]:
     return files
 
 
-def _split_features(model: RetrievalModel, captions: pd.DataFrame, split: str, batch_size: int
-                    ) -> tuple[pd.DataFrame, torch.Tensor]:
-    gallery = captions[captions["split"] == split].reset_index(drop=True)
-    pixels, failed = decode_images(gallery["path"].tolist(), image_loader(model), desc=f"decode {split}")
-    gallery = gallery.drop(index=gallery.index[failed]).reset_index(drop=True)
-    return gallery, image_features(model, pixels, batch_size, desc=f"embed {split} gallery")
+def _split_features(model: RetrievalModel, store: ImageStore, captions: pd.DataFrame, split: str, batch_size: int,
+                    runtime: Runtime) -> tuple[pd.DataFrame, torch.Tensor]:
+    gallery, rows, _ = store.select(captions[captions["split"] == split].reset_index(drop=True))
+    return gallery, stored_image_features(model, store, rows, batch_size, runtime, desc=f"embed {split} gallery")
 
 
 def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, object]]], note: str) -> None:
@@ -175,14 +173,18 @@ def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, obje
         write_json(tmp / "index.json", {"files": sorted(f"{name}.json" for name in files), "note": note})
 
 
-def evaluate_stage(params: EvalParams, protocol: Protocol, checkpoint_dir: Path, captions_path: Path,
-                   triplets_dir: Path, metrics_path: Path, curve_path: Path, submissions_dir: Path) -> dict:
-    model = load_checkpoint(checkpoint_dir, compute_device()).eval()
+def evaluate_stage(params: EvalParams, protocol: Protocol, runtime: Runtime, checkpoint_dir: Path, captions_path: Path,
+                   store_dir: Path, triplets_dir: Path, metrics_path: Path, curve_path: Path, submissions_dir: Path
+                   ) -> dict:
+    model = load_checkpoint(checkpoint_dir)
+    runtime.prepare(model)
+    store = ImageStore.open(store_dir)
+    store.check(preprocessing(model), f"the checkpoint in {checkpoint_dir}")
     tokenizer = tokenizer_for(model.arch)
     captions = pd.read_parquet(captions_path)
-    gallery, features = _split_features(model, captions, "val", params.batch_size)
+    gallery, features = _split_features(model, store, captions, "val", params.batch_size, runtime)
     rankings = QuerySet.build(gallery, triplets_dir / "val.parquet").rankings(
-        model, tokenizer, features, params.query, params.batch_size)
+        model, tokenizer, features, params.query, params.batch_size, runtime)
     if not rankings:
         raise PipelineError(f"{triplets_dir / 'val.parquet'} has no pair whose images are in the val gallery; "
                             f"nothing to evaluate.")
@@ -194,9 +196,9 @@ def evaluate_stage(params: EvalParams, protocol: Protocol, checkpoint_dir: Path,
     note = "FashionIQ has no public test server: nothing to submit."
     test_path = triplets_dir / f"{CIRR_TEST_SPLIT}.parquet"
     if protocol == "cirr" and test_path.is_file():
-        gallery, features = _split_features(model, captions, CIRR_TEST_SPLIT, params.batch_size)
+        gallery, features = _split_features(model, store, captions, CIRR_TEST_SPLIT, params.batch_size, runtime)
         test = QuerySet.build(gallery, test_path).rankings(model, tokenizer, features, params.query,
-                                                             params.batch_size)
+                                                             params.batch_size, runtime)
         note = f"no {CIRR_TEST_SPLIT} pair has its reference image; nothing to submit."
         if test:
             files = {f"cirr-{CIRR_TEST_SPLIT}-{metric}": content

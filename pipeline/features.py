@@ -1,5 +1,5 @@
-"""Batched feature extraction (on the model's device, returned on the CPU), and feature tables stored as Parquet
-(id columns + a fixed-size float32 list)."""
+"""Batched feature extraction (on the model's device, in the runtime's precision, returned on the CPU), and
+feature tables stored as Parquet (id columns + a fixed-size float32 list)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,45 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline.data.store import ImageStore, StoredPixels
+from pipeline.device import Runtime
 from pipeline.io import write_parquet
 from pipeline.models import RetrievalModel
 
+Pixels = torch.Tensor | StoredPixels
+
 
 @torch.no_grad()
-def image_features(model: RetrievalModel, pixels: torch.Tensor, batch_size: int, desc: str = "embed images"
-                   ) -> torch.Tensor:
+def image_features(model: RetrievalModel, pixels: Pixels, batch_size: int, runtime: Runtime = Runtime(),
+                   desc: str = "embed images") -> torch.Tensor:
+    """Features of every row of `pixels` (a uint8 tensor or StoredPixels), kept on the device until the end so the
+    loop never waits for a copy back."""
     model.eval()
-    chunks = [model.encode_images(pixels[i:i + batch_size]).cpu()
-              for i in tqdm(range(0, len(pixels), batch_size), desc=desc, unit="batch", mininterval=2)]
-    return torch.cat(chunks) if chunks else torch.empty(0, model.embed_dim)
+    chunks = []
+    for start in tqdm(range(0, len(pixels), batch_size), desc=desc, unit="batch", mininterval=2):
+        with runtime.autocast():
+            chunks.append(model.encode_images(pixels[np.arange(start, min(start + batch_size, len(pixels)))]))
+    return torch.cat(chunks).cpu() if chunks else torch.empty(0, model.embed_dim)
+
+
+def stored_image_features(model: RetrievalModel, store: ImageStore, rows: np.ndarray, batch_size: int,
+                          runtime: Runtime = Runtime(), desc: str = "embed images") -> torch.Tensor:
+    """Features of the store's `rows`, each distinct image encoded once (FashionIQ lists 3% of its images under
+    two categories)."""
+    distinct, inverse = np.unique(rows, return_inverse=True)
+    features = image_features(model, StoredPixels(store, distinct, runtime.device), batch_size, runtime, desc)
+    return features[torch.from_numpy(inverse.reshape(-1))]
 
 
 @torch.no_grad()
 def text_features(model: RetrievalModel, tokenizer, texts: Sequence[str], batch_size: int,
-                  desc: str = "embed texts") -> torch.Tensor:
+                  runtime: Runtime = Runtime(), desc: str = "embed texts") -> torch.Tensor:
     model.eval()
-    chunks = [model.encode_texts(tokenizer(list(texts[i:i + batch_size]))).cpu()
-              for i in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", mininterval=2)]
-    return torch.cat(chunks) if chunks else torch.empty(0, model.embed_dim)
+    chunks = []
+    for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", mininterval=2):
+        with runtime.autocast():
+            chunks.append(model.encode_texts(tokenizer(list(texts[start:start + batch_size]))))
+    return torch.cat(chunks).cpu() if chunks else torch.empty(0, model.embed_dim)
 
 
 def write_features(path: str | Path, ids: pd.DataFrame, features: np.ndarray) -> None:

@@ -31,6 +31,12 @@ QueryMode = Literal["composed", "text", "image"]
 Composition = Literal["sum", "combiner"]
 
 
+def _quiet_random_inits() -> None:
+    """open_clip warns "no pretrained weights loaded" for every random init, including the ones built only to load
+    a checkpoint into or to read the preprocessing from."""
+    logging.getLogger().setLevel(logging.ERROR)
+
+
 def _register_builtin_configs() -> None:
     if not set(p.stem for p in CONFIG_DIR.glob("*.json")) <= set(open_clip.list_models()):
         open_clip.add_model_config(CONFIG_DIR)
@@ -84,12 +90,19 @@ class RetrievalModel(nn.Module):
         return self.mean.device
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised features."""
+        """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised fp32 features (also under autocast, so
+        losses are computed in fp32)."""
         x = (pixels.to(self.mean.device, torch.float32) / 255.0 - self.mean) / self.std
-        return F.normalize(self.clip.encode_image(x), dim=-1)
+        return F.normalize(self.clip.encode_image(x).float(), dim=-1)
 
     def encode_texts(self, tokens: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.clip.encode_text(tokens.to(self.mean.device)), dim=-1)
+        return F.normalize(self.clip.encode_text(tokens.to(self.mean.device)).float(), dim=-1)
+
+    def forward(self, pixels: torch.Tensor | None = None, tokens: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Both encoders in one call (None where not asked), the form DistributedDataParallel wraps."""
+        return (None if pixels is None else self.encode_images(pixels),
+                None if tokens is None else self.encode_texts(tokens))
 
     def compose(self, image: torch.Tensor, text: torch.Tensor, mode: QueryMode = "composed") -> torch.Tensor:
         """Composed query from normalised reference-image and text features."""
@@ -121,7 +134,7 @@ def create_clip(params: ModelParams, seed: int) -> nn.Module:
             and not Path(pretrained).exists():
         raise PipelineError(f"model.pretrained = '{pretrained}' looks like a path but no such file exists.")
     torch.manual_seed(seed)
-    logging.getLogger().setLevel(logging.ERROR)  # open_clip warns on purpose-built random inits
+    _quiet_random_inits()
     try:
         return open_clip.create_model(params.arch, pretrained=pretrained,
                                       force_quick_gelu=tag_needs_quick_gelu(params.arch, pretrained))
@@ -170,15 +183,44 @@ class TargetPad:
         return f"TargetPad(target_ratio={self.target_ratio})"
 
 
-def image_loader(model: RetrievalModel) -> transforms.Compose:
+Preprocessing = dict  # open_clip's preprocess_cfg (size, mean, std, interpolation, resize_mode) + target_ratio
+
+
+def preprocessing(model: RetrievalModel) -> Preprocessing:
+    """What `model` expects done to an image before normalisation, as plain JSON values (so a stored copy compares
+    equal): the architecture's preprocess_cfg plus CLIP4Cir's targetpad ratio (None = off)."""
+    return json.loads(json.dumps({**model.clip.visual.preprocess_cfg, "target_ratio": model.target_ratio}))
+
+
+def input_preprocessing(params: ModelParams) -> Preprocessing:
+    """`preprocessing` of the model `params` build, without loading its weights: the architecture's defaults,
+    updated (as open_clip's create_model does) by a pretrained tag's mean, std, interpolation and resize mode."""
+    _register_builtin_configs()
+    if params.arch not in open_clip.list_models():
+        raise PipelineError(f"model.arch = '{params.arch}' is not an open_clip architecture; allowed: any name in "
+                            f"open_clip.list_models() or a JSON config in {CONFIG_DIR}.")
+    _quiet_random_inits()
+    config = dict(open_clip.create_model(params.arch, pretrained=None).visual.preprocess_cfg)
+    tag = open_clip.get_pretrained_cfg(params.arch, params.pretrained) if params.pretrained else {}
+    config.update({k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag})
+    target_ratio = params.target_ratio if params.preprocess == "targetpad" else None
+    return json.loads(json.dumps({**config, "target_ratio": target_ratio}))
+
+
+def image_loader(preprocess: Preprocessing) -> transforms.Compose:
     """The architecture's own preprocessing up to (not including) normalisation, producing uint8 tensors, after
-    CLIP4Cir's targetpad when the model was built with it."""
-    cfg = model.clip.visual.preprocess_cfg
-    full = open_clip.image_transform(cfg["size"], is_train=False, mean=cfg["mean"], std=cfg["std"],
-                                     resize_mode=cfg["resize_mode"], interpolation=cfg["interpolation"])
+    CLIP4Cir's targetpad when `preprocess` asks for it."""
+    size = preprocess["size"]
+    full = open_clip.image_transform(size if isinstance(size, int) else tuple(size), is_train=False,
+                                     mean=tuple(preprocess["mean"]), std=tuple(preprocess["std"]),
+                                     resize_mode=preprocess["resize_mode"], interpolation=preprocess["interpolation"])
     steps = [t for t in full.transforms if not isinstance(t, transforms.Normalize)]
-    pad = [TargetPad(model.target_ratio)] if model.target_ratio else []
-    return transforms.Compose([*pad, *steps, transforms.Lambda(lambda x: (x * 255).round().to(torch.uint8))])
+    pad = [TargetPad(preprocess["target_ratio"])] if preprocess.get("target_ratio") else []
+    return transforms.Compose([*pad, *steps, transforms.Lambda(_to_uint8)])
+
+
+def _to_uint8(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels * 255).round().to(torch.uint8)
 
 
 def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
@@ -201,6 +243,7 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         raise PipelineError(f"{path} is missing; run the stage that writes it first (dvc repro).")
     saved = json.loads(description.read_text())
     _register_builtin_configs()
+    _quiet_random_inits()
     clip = open_clip.create_model(saved["arch"], pretrained=None, force_quick_gelu=saved["quick_gelu"])
     preprocess = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()}
     open_clip.set_model_preprocess_cfg(clip, preprocess)

@@ -6,6 +6,7 @@ SYNTHETIC = Path("data/synthetic")
 CAPTIONS_DIR = Path("data/captions")
 CAPTIONS = CAPTIONS_DIR / "captions.parquet"
 TRIPLETS_DIR = Path("data/triplets")
+IMAGE_STORE = Path("data/image_store")
 EMBEDDINGS_DIR = Path("data/embeddings")
 NEGATIVES = Path("data/negatives/train.parquet")
 STAGE1_DIR = Path("models/stage1")

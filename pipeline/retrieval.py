@@ -4,11 +4,14 @@ The image tower stays frozen at its stage-1 weights, so every gallery image has 
 stage's output). That makes negatives cheap to scale: each query is contrasted with its target against
 (1) the other targets in the batch (coarse negatives), (2) its k mined hard negatives, and (3) a random sample
 of `stage2.static_negatives` static gallery features shared by the batch. Only the text tower and the combiner
-(if any) train, as in CLIP4Cir's second stage and SPN4CIR.
+(if any) train, as in CLIP4Cir's second stage and SPN4CIR. Under torchrun each rank encodes its slice of the
+batch's query texts; the composition and the loss run on the gathered global batch (pipeline/distributed.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +19,13 @@ import pandas as pd
 import torch
 
 from pipeline.config import Stage2Params
-from pipeline.device import compute_device
+from pipeline.device import Runtime
 from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.features import read_features
 from pipeline.losses import composed_retrieval_loss
-from pipeline.models import load_checkpoint, save_checkpoint, tokenizer_for
-from pipeline.train import open_live, train
-from pipeline.triplets import query_text, training_relative_text
+from pipeline.models import RetrievalModel, load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.train import BatchLoss, open_live, train
+from pipeline.triplets import query_text, training_relative_texts
 
 
 def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dict[str, int], k: int
@@ -44,15 +47,59 @@ def bank_rows(images: pd.DataFrame) -> np.ndarray:
     return rows[~images["name"].iloc[rows].duplicated().to_numpy()]
 
 
-def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_dir: Path, embeddings_dir: Path,
-           triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
-    device = compute_device()
+def query_text_variants(triplets: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Every training query text a triplet can be given (its relative-text forms, each with the reference prompt),
+    as distinct texts and a [T, 4] table of their positions, so stage 2 tokenizes once rather than every step."""
+    forms = [[query_text(relative, prompt) for relative in training_relative_texts(c1, c2)]
+             for c1, c2, prompt in triplets[["caption1", "caption2", "prompt"]].to_numpy()]
+    texts, positions = np.unique(np.array(forms, dtype=object).reshape(-1), return_inverse=True)
+    return texts.tolist(), positions.reshape(len(triplets), 4)
+
+
+@dataclass
+class StaticBank:
+    """Stage 2's frozen side, on the device: the training images' static features and, per triplet, the bank rows
+    of its reference, its target and its mined negatives (-1 where fewer were mined)."""
+
+    features: torch.Tensor  # [N, D]
+    reference: torch.Tensor  # [T]
+    target: torch.Tensor  # [T]
+    hard: torch.Tensor  # [T, k]
+
+
+def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens: torch.Tensor, variants: np.ndarray,
+                        bank: StaticBank, params: Stage2Params, runtime: Runtime) -> BatchLoss:
+    """Stage 2's step: each triplet's query text drawn from its four forms, encoded (each rank its slice), composed
+    with the reference's static feature, and contrasted with the target against in-batch, mined and static
+    negatives over the global batch."""
+    world, device = runtime.world, runtime.device
+
+    def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
+        form = [int(rng.integers(4)) for _ in batch]  # one draw per example, in order (the seed's stream)
+        chosen = variants[batch, form]
+        _, text = encoder(tokens=tokens[torch.from_numpy(world.shard(chosen)).to(device)])
+        index = torch.from_numpy(batch).to(device)
+        query = model.compose(bank.features[bank.reference[index]], world.gather(text, len(batch)))
+        static = torch.from_numpy(rng.choice(len(bank.features), size=min(params.static_negatives,
+                                                                           len(bank.features)),
+                                             replace=False)).to(device)
+        mined = bank.hard[index] if epoch >= params.hard_negatives_from_epoch else bank.hard[index, :0]
+        return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature)
+
+    return batch_loss
+
+
+def stage2(params: Stage2Params, k: int, seed: int, runtime: Runtime, protocol: Protocol, stage1_dir: Path,
+           embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+    device, world = runtime.device, runtime.world
     model = load_checkpoint(stage1_dir)
     torch.manual_seed(seed + 1)
     model.set_composition(params.composition)
-    model.to(device)
-    for p in model.clip.visual.parameters():
-        p.requires_grad_(False)
+    text_params, combiner_params = model.trainable_query_side()
+    trained = {id(p) for p in text_params + combiner_params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trained)  # DDP expects a gradient for every parameter that requires one
+    encoder = runtime.prepare(model)
     tokenizer = tokenizer_for(model.arch)
 
     images, features = read_features(embeddings_dir / "images.parquet")
@@ -66,27 +113,20 @@ def stage2(params: Stage2Params, k: int, seed: int, protocol: Protocol, stage1_d
     reference = torch.tensor(triplets["candidate"].map(position).to_numpy(), device=device)
     target = torch.tensor(triplets["target"].map(position).to_numpy(), device=device)
     hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k).to(device)
-    captions = triplets[["caption1", "caption2", "prompt"]].to_numpy()
-
-    def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
-        texts = [query_text(training_relative_text(c1, c2, rng), prompt) for c1, c2, prompt in captions[batch]]
-        index = torch.from_numpy(batch).to(device)
-        query = model.compose(bank[reference[index]], model.encode_texts(tokenizer(texts)))
-        static = torch.from_numpy(rng.choice(len(bank), size=min(params.static_negatives, len(bank)),
-                                             replace=False)).to(device)
-        mined = hard[index] if epoch >= params.hard_negatives_from_epoch else hard[index, :0]
-        return composed_retrieval_loss(query, bank, target[index], mined, static, params.temperature)
+    texts, variants = query_text_variants(triplets)
+    batch_loss = composed_query_loss(encoder, model, tokenizer(texts).to(device), variants,
+                                     StaticBank(bank, reference, target, hard), params, runtime)
 
     is_val = (images["split"] == "val").to_numpy()
     validation = QuerySet.build(images[is_val], triplets_dir / "val.parquet")
     val_features = torch.from_numpy(features[is_val])
 
     def validate() -> dict[str, float]:
-        rankings = validation.rankings(model, tokenizer, val_features, "composed", 256)
+        rankings = validation.rankings(model, tokenizer, val_features, "composed", 256, runtime)
         return {f"val/{name}": value for name, value in headline(protocol, rankings).items()}
 
-    with open_live(live_dir) as live:
-        text, combiner = model.trainable_query_side()
-        train([(text, params.text_lr or params.lr), (combiner, params.lr)], batch_loss, len(triplets), params,
-              seed, live, [model], validate=validate, desc="stage2")
-    save_checkpoint(out_dir, model)
+    with open_live(live_dir) if world.is_main else contextlib.nullcontext() as live:
+        train([(text_params, params.text_lr or params.lr), (combiner_params, params.lr)], batch_loss, len(triplets),
+              params, seed, live, [model], runtime, validate=validate, desc="stage2")
+    if world.is_main:
+        save_checkpoint(out_dir, model)

@@ -2,6 +2,9 @@
 
 A stage supplies what differs (which parameters train, how a batch of indices becomes a loss, what to validate
 after each epoch); the loop owns everything else, so the two stages cannot drift apart in optimiser details.
+On a GPU the hot loop never waits for the host: the loss stays on the device until the epoch ends, the optimizer
+is fused, the forward pass runs under the runtime's autocast. Under torchrun every rank runs this loop on the same
+global batches; only the main rank logs and validates.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.config import TrainParams
+from pipeline.device import Runtime
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -46,10 +50,12 @@ def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], f
 
 
 ParameterGroup = tuple[list[nn.Parameter], float]  # parameters and their peak learning rate
+BatchLoss = Callable[[np.ndarray, np.random.Generator, int], torch.Tensor]  # (indices, rng, epoch) -> loss
 
 
-def make_optimizer(groups: list[ParameterGroup], params: TrainParams) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on biases, norms, embeddings' scales), one lr per group."""
+def make_optimizer(groups: list[ParameterGroup], params: TrainParams, fused: bool = False) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on biases, norms, embeddings' scales), one lr per group;
+    `fused` is one kernel for all parameters (the GPU default; the same update up to floating-point noise)."""
     param_groups = []
     for parameters, lr in groups:
         for decay in (True, False):
@@ -57,7 +63,7 @@ def make_optimizer(groups: list[ParameterGroup], params: TrainParams) -> torch.o
             if chosen:
                 param_groups.append({"params": chosen, "weight_decay": params.weight_decay if decay else 0.0,
                                      "lr": lr})
-    return torch.optim.AdamW(param_groups)
+    return torch.optim.AdamW(param_groups, fused=fused or None)
 
 
 def open_live(directory: str | Path) -> Live:
@@ -67,21 +73,24 @@ def open_live(directory: str | Path) -> Live:
 
 def train(
     groups: list[ParameterGroup],
-    batch_loss: Callable[[np.ndarray, np.random.Generator, int], torch.Tensor],
+    batch_loss: BatchLoss,
     n_examples: int,
     params: TrainParams,
     seed: int,
-    live: Live,
+    live: Live | None,
     modules: list[nn.Module],
+    runtime: Runtime = Runtime(),
     validate: Callable[[], dict[str, float]] | None = None,
     desc: str = "train",
 ) -> None:
     """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng, epoch)` computes one step's
-    loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr."""
+    loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr. `live` is None on
+    the ranks that do not log."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    Path(live.plots_dir).mkdir(parents=True, exist_ok=True)  # a declared output even when epochs is 0
-    optimizer = make_optimizer(groups, params)
+    if live is not None:
+        Path(live.plots_dir).mkdir(parents=True, exist_ok=True)  # a declared output even when epochs is 0
+    optimizer = make_optimizer(groups, params, fused=runtime.fused_optimizer)
     parameters = [p for group, _ in groups for p in group]
     total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
@@ -90,15 +99,19 @@ def train(
             module.train()
         losses = []
         progress = tqdm(epoch_batches(n_examples, params.batch_size, rng), desc=f"{desc} epoch {epoch + 1}",
-                        total=steps_per_epoch(n_examples, params.batch_size), unit="step", mininterval=2)
+                        total=steps_per_epoch(n_examples, params.batch_size), unit="step", mininterval=2,
+                        disable=not runtime.world.is_main)
         for batch in progress:
-            loss = batch_loss(batch, rng, epoch)
+            with runtime.autocast():
+                loss = batch_loss(batch, rng, epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             schedule.step()
             losses.append(loss.detach())
+        if live is None:
+            continue
         live.log_metric("train/loss", float(torch.stack(losses).mean()))
         live.log_metric("train/lr", schedule.get_last_lr()[0])
         if validate is not None:

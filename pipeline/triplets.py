@@ -43,15 +43,13 @@ def relative_text(caption1: str, caption2: str) -> str:
     return f"{first.capitalize()} and {second}"
 
 
-def training_relative_text(caption1: str, caption2: str, rng: np.random.Generator) -> str:
-    """CLIP4Cir's training-time augmentation: 'c1 and c2', 'c2 and c1', c1 or c2, each a quarter of the time."""
+def training_relative_texts(caption1: str, caption2: str) -> tuple[str, str, str, str]:
+    """CLIP4Cir's training-time augmentation: 'c1 and c2', 'c2 and c1', c1 or c2; training draws one of the four
+    uniformly for each example at each step (a pair with one caption has only the one text)."""
     first, second = _clean(caption1), _clean(caption2)
-    choice = int(rng.integers(4))
-    if choice == 0 or not second:
-        return relative_text(first, second)
-    if choice == 1:
-        return relative_text(second, first)
-    return (first if choice == 2 else second).capitalize()
+    if not second:
+        return (relative_text(first, second),) * 4
+    return relative_text(first, second), relative_text(second, first), first.capitalize(), second.capitalize()
 
 
 def query_text(relative: str, prompt: str) -> str:

@@ -2,14 +2,15 @@
 
 from pipeline import paths
 from pipeline.config import stage_params
+from pipeline.device import Runtime
 from pipeline.embedding import embed_stage
 from pipeline.errors import run_stage
 
 
 def main() -> None:
     params = stage_params("embed")
-    report = embed_stage(params.embed, paths.STAGE1_DIR, paths.CAPTIONS, paths.TRIPLETS_DIR,
-                         paths.EMBEDDINGS_DIR)
+    report = embed_stage(params.embed, Runtime.start(params.compute), paths.STAGE1_DIR, paths.CAPTIONS,
+                         paths.IMAGE_STORE, paths.TRIPLETS_DIR, paths.EMBEDDINGS_DIR)
     print(f"embed: {report['images']} images, {report['queries']} queries")
 
 

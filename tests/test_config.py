@@ -1,7 +1,7 @@
 import pytest
 from ruamel.yaml import YAML
 
-from pipeline.config import CaptionParams, Params, declared_params, load_params, stage_params
+from pipeline.config import CaptionParams, ComputeParams, Params, declared_params, load_params, stage_params
 from pipeline.errors import PipelineError
 from tests.conftest import REPO
 
@@ -84,3 +84,20 @@ def test_caption_stage_tracks_every_key_that_changes_captions():
     declared = declared_params("caption", REPO / "dvc.yaml")
     tracked = {d.split(".", 1)[1] for d in declared if d.startswith("caption.")}
     assert tracked == set(CaptionParams.model_fields) - CaptionParams.UNTRACKED
+
+
+def test_speed_only_keys_are_readable_without_being_declared(tmp_path):
+    """compute.workers / compile / processes change speed only: readable by any stage, never re-running one."""
+    params = _write(tmp_path, "compute:\n  workers: 3\n  precision: bf16\n")
+    dvc = tmp_path / "dvc.yaml"
+    dvc.write_text("stages:\n  decode:\n    cmd: x\n    params: [data]\n")
+    view = stage_params("decode", params, dvc)
+    assert view.compute.workers == 3 and view.compute.processes == 1
+    with pytest.raises(PipelineError, match="compute.precision"):
+        view.compute.precision
+
+
+def test_every_stage_that_runs_an_encoder_tracks_its_precision():
+    for stage in ("stage1", "embed", "stage2", "evaluate"):
+        assert "compute.precision" in declared_params(stage, REPO / "dvc.yaml"), stage
+    assert ComputeParams.UNTRACKED == set(ComputeParams.model_fields) - {"precision"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import paths
@@ -68,6 +69,32 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
     assert "error: params.yaml: unknown key 'negatives.kk'" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert model.stat().st_mtime == before
+
+
+def _loss_curve(root: Path, stage: str) -> list[float]:
+    rows = (root / "dvclive" / stage / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[-1]) for row in rows]
+
+
+def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny_repo: Path, tmp_path: Path):
+    """compute.processes: 2 runs stage 1 and stage 2 under torchrun (DDP, gloo on this CPU, features gathered across
+    ranks): the same loss curves and weights as the single-process reference run, up to floating-point noise."""
+    import shutil
+
+    import torch
+
+    root = tmp_path / "ddp"
+    shutil.copytree(tiny_repo, root, symlinks=True)
+    set_params(root, {"compute": {"processes": 2}})
+    for stage in ("stage1", "stage2"):
+        result = run(["dvc", "repro", "--force", "--single-item", stage], root)
+        assert "running under torchrun with 2 processes" in result.stdout
+        np.testing.assert_allclose(_loss_curve(root, stage), _loss_curve(tiny_repo, stage), rtol=1e-4)
+    for stage in (paths.STAGE1_DIR, paths.STAGE2_DIR):
+        single = torch.load(tiny_repo / stage / "model.pt", weights_only=True)
+        distributed = torch.load(root / stage / "model.pt", weights_only=True)
+        for name, value in single.items():
+            torch.testing.assert_close(distributed[name], value, rtol=1e-3, atol=1e-4, msg=name)
 
 
 @needs_vllm

@@ -6,8 +6,8 @@ from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
 from open_clip.transformer import QuickGELU
 
-from pipeline.models import (RetrievalModel, create_clip, create_model, image_loader, load_checkpoint, save_checkpoint,
-                             tokenizer_for)
+from pipeline.models import (RetrievalModel, create_clip, create_model, image_loader, load_checkpoint, preprocessing,
+                             save_checkpoint, tokenizer_for)
 
 TINY = ModelParams(arch="fciq-tiny", pretrained="")
 
@@ -61,7 +61,7 @@ def test_loader_matches_open_clip_preprocessing():
     model = create_model(TINY, seed=0)
     _, _, preprocess = open_clip.create_model_and_transforms("fciq-tiny")
     image = Image.new("RGB", (80, 50), (200, 30, 60))
-    ours = (image_loader(model)(image).float() / 255 - model.mean[0]) / model.std[0]
+    ours = (image_loader(preprocessing(model))(image).float() / 255 - model.mean[0]) / model.std[0]
     assert torch.allclose(ours, preprocess(image), atol=2e-2)
 
 
@@ -106,8 +106,8 @@ def test_targetpad_is_kept_by_the_checkpoint_and_used_by_the_loader(tmp_path):
     loaded = load_checkpoint(tmp_path / "ckpt")
     assert loaded.target_ratio == 1.25
     tall = Image.new("RGB", (40, 120), (255, 255, 255))  # a long dress photo: padded, not cropped
-    padded = image_loader(loaded)(tall)
-    cropped = image_loader(create_model(TINY, seed=0))(tall)
+    padded = image_loader(preprocessing(loaded))(tall)
+    cropped = image_loader(preprocessing(create_model(TINY, seed=0)))(tall)
     size = loaded.clip.visual.preprocess_cfg["size"]
     expected = (3, *size) if isinstance(size, tuple) else (3, size, size)
     assert tuple(padded.shape) == tuple(cropped.shape) == expected

@@ -25,6 +25,7 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     import pandas as pd
 
     from pipeline.config import ModelParams, TrainParams
+    from pipeline.device import Runtime
     from pipeline.errors import PipelineError
     from pipeline.warmup import stage1
 
@@ -32,9 +33,11 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     pd.DataFrame({"name": ["a", "b"], "category": ["cirr"] * 2, "split": ["train"] * 2, "path": ["x", "y"],
                   "caption": ["", ""]}).to_parquet(captions)
     with pytest.raises(PipelineError, match="has no train image with a caption.*set stage1.epochs: 0"):
-        stage1(ModelParams(), TrainParams(epochs=1), 0, captions, tmp_path / "out", tmp_path / "live")
+        stage1(ModelParams(), TrainParams(epochs=1), 0, Runtime(), captions, tmp_path / "store", tmp_path / "out",
+               tmp_path / "live")
     assert not (tmp_path / "out").exists()
-    stage1(ModelParams(), TrainParams(epochs=0), 0, captions, tmp_path / "out", tmp_path / "live")
+    stage1(ModelParams(), TrainParams(epochs=0), 0, Runtime(), captions, tmp_path / "store", tmp_path / "out",
+           tmp_path / "live")  # no store needed either
     assert (tmp_path / "out" / "model.pt").is_file()  # epochs 0: the base model is the checkpoint
 
 

@@ -1,0 +1,96 @@
+"""End-to-end training epoch on real image files: the pipeline's path (every image decoded once into the image
+store, then `pipeline.train.train` fed from it; resident on a GPU) against the plain loop, which decodes each
+batch's JPEGs with Pillow in DataLoader worker processes at every step (benchmarks/baseline.py). Also prints the
+first-time decoding rate into the store.
+
+    python benchmarks/epoch.py                                              # CPU: tiny model, 1,024 images
+    python benchmarks/epoch.py --images 20000 --batch-size 512 --step triplet   # GPU: ViT-B/32 at 224 px, bf16
+
+The JPEGs and stores are kept under --dir between runs (written once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from baseline import DecodedBatch, batch_plan, plain_train
+from common import describe, device_from_arg, markdown_table, synchronize
+from pipeline.config import TrainParams
+from pipeline.data.store import StoredPixels
+from pipeline.device import Runtime
+from pipeline.train import train
+from workload import default_arch, images_of, model_for, step_problem, store_for, write_images
+
+
+def timed(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device")
+    parser.add_argument("--arch", help="open_clip architecture (default: ViT-B-32 on a GPU, fciq-tiny on a CPU)")
+    parser.add_argument("--step", choices=["triplet", "stage1"], default="triplet")
+    parser.add_argument("--images", type=int, default=None, help="default 20,000 on a GPU, 1,024 on a CPU")
+    parser.add_argument("--image-size", type=int, default=300, help="side of the JPEG files (FashionIQ: ~300)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 512 on a GPU, 64 on a CPU")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/fashion-cir-bench"))
+    args = parser.parse_args()
+    device = device_from_arg(args.device)
+    gpu = device.type == "cuda"
+    arch = args.arch or default_arch(device)
+    n = args.images or (20_000 if gpu else 1_024)
+    batch = args.batch_size or (512 if gpu else 64)
+    steps = n // batch
+    params = TrainParams(epochs=1, batch_size=batch, lr=1e-5, warmup_fraction=0.0)
+    print(describe(device))
+    print(f"{arch}; {n} JPEGs of {args.image_size} px; {args.step} steps of {batch}; {args.workers} workers")
+
+    paths = write_images(args.dir / f"jpeg-{args.image_size}", n, args.image_size)
+    store_dir = args.dir / f"store-{arch}-{args.image_size}-{n}"
+    fresh = not (store_dir / "store.json").is_file()
+    decode_seconds = timed(lambda: store_for(model_for(arch, device), paths, store_dir, args.workers), device)
+    store, _ = store_for(model_for(arch, device), paths, store_dir, args.workers)
+    rows = []
+    if fresh:
+        rows.append(["decode into the store (once)", f"{n / decode_seconds:,.0f} images/s", "-", "-"])
+
+    runtime = Runtime(device, "bf16" if gpu else "fp32", compile=args.compile)
+    model = model_for(arch, device)
+    runtime.prepare(model)
+    trained, loss = step_problem(args.step, model, StoredPixels(store, store.rows(paths), device), n, runtime)
+    train([(trained, params.lr)], loss, 3 * batch, params, 0, None, [model], runtime)  # warm-up (and compile)
+    fast = timed(lambda: train([(trained, params.lr)], loss, steps * batch, params, 0, None, [model], runtime),
+                 device)
+
+    model = model_for(arch, device)
+    decoded = DecodedBatch()
+    trained, loss = step_problem(args.step, model, decoded, n, Runtime(device))
+    rng = np.random.default_rng(0)
+    plan = batch_plan(n, params, 0, steps)
+    batches = decoded.plain_batches(paths, model, plan, images_of(args.step, n), device, args.workers)
+    plain = timed(lambda: plain_train(trained, lambda b: loss(b, rng, 0), batches, params, steps, device), device)
+
+    unit = "triplets/s" if args.step == "triplet" else "pairs/s"
+    rows.append(["plain: JPEGs decoded every step" + (", fp16 + GradScaler" if gpu else ""),
+                 f"{steps * batch / plain:,.0f} {unit}", f"{plain:.1f}", "1.00x"])
+    rows.append([f"pipeline: from the image store, {runtime.precision}" + (" + compile" if args.compile else ""),
+                 f"{steps * batch / fast:,.0f} {unit}", f"{fast:.1f}", f"{plain / fast:.2f}x"])
+    print()
+    print(markdown_table(["path", "throughput", "epoch s", "vs plain"], rows))
+
+
+if __name__ == "__main__":
+    main()

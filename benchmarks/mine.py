@@ -1,0 +1,162 @@
+"""Throughput of hard-negative mining (the `mine` stage's FAISS path) against a plain exact brute force in torch.
+
+    python benchmarks/mine.py                                   # CPU, defaults (20000 x 512 gallery, 5000 queries)
+    python benchmarks/mine.py --gallery 5000 --queries 1000     # quick check
+    python benchmarks/mine.py --features data/embeddings        # the demo's real features (after `dvc repro embed`)
+    python benchmarks/mine.py --gallery 200000 --queries 20000 --device cuda   # GPU box (brute force on the GPU)
+
+Run from the repository root. Each index kind is timed through the real code path,
+`pipeline.index.mine_hard_negatives` (index build, search, and the Python loop that drops the target and widens
+the search when too few candidates are left), once per kind: that is what one `mine` call costs. The baseline is
+an exact brute force in torch (query-gallery matmul, target masked, top-k) on `--device`, with the numpy-to-device
+copies and the copy of the result back included, so that both sides start from and end with numpy arrays; its
+time is the median of a few calls. Recall is the fraction of the exact (flat) top-k that a kind's mined set
+contains; the brute force's own recall should be 1 (less only through ties).
+
+Synthetic data: `--gallery` normalised features drawn around random cluster centres (about 100 per cluster), and
+`--queries` queries each drawn from a random target's cluster, so that neighbours are mostly within a cluster, as
+with real image features, and approximate indexes can miss some of them. With `--features DIR` the gallery is
+DIR/images.parquet and the queries the first `--queries` rows of DIR/queries.parquet (`--gallery` and `--dim` are
+then ignored); targets are random gallery rows either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from common import (append_result, count_flops, describe, device_from_arg, markdown_table, matmul_ceiling,
+                    time_per_call)
+
+from pipeline.index import mine_hard_negatives
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def synthetic(n_gallery: int, n_queries: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clustered normalised gallery, queries near random targets' clusters, and the targets' gallery rows."""
+    rng = np.random.default_rng(seed)
+    n_clusters = max(1, n_gallery // 100)
+    centres = _normalise(rng.standard_normal((n_clusters, dim), dtype=np.float32))
+    noise = 0.6 / np.sqrt(dim)      # noise norm about 0.6: cosine within a cluster about 0.7, across about 0
+    cluster = rng.integers(n_clusters, size=n_gallery)
+    gallery = _normalise(centres[cluster] + noise * rng.standard_normal((n_gallery, dim), dtype=np.float32))
+    targets = rng.integers(n_gallery, size=n_queries)
+    queries = _normalise(centres[cluster[targets]] + noise * rng.standard_normal((n_queries, dim), dtype=np.float32))
+    return queries, gallery, targets
+
+
+def real(features_dir: Path, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The demo's image features as the gallery and its query-text features as queries, with random targets."""
+    from pipeline.features import read_features
+
+    _, gallery = read_features(features_dir / "images.parquet")
+    _, queries = read_features(features_dir / "queries.parquet")
+    queries = queries[:n_queries]
+    targets = np.random.default_rng(seed).integers(len(gallery), size=len(queries))
+    return _normalise(queries), _normalise(gallery), targets
+
+
+def brute_force(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, k: int, device: torch.device
+                ) -> np.ndarray:
+    """Exact top-k gallery rows per query, the target excluded: one matmul and top-k per chunk of queries (chunks
+    keep the score matrix under about 256 MiB)."""
+    g = torch.from_numpy(gallery).to(device)
+    q_all = torch.from_numpy(queries).to(device)
+    t_all = torch.from_numpy(targets).to(device)
+    chunk = max(1, 2**26 // len(gallery))
+    out = []
+    for start in range(0, len(queries), chunk):
+        q, t = q_all[start:start + chunk], t_all[start:start + chunk]
+        scores = q @ g.T
+        scores[torch.arange(len(q), device=device), t] = float("-inf")
+        out.append(scores.topk(min(k, len(gallery) - 1), dim=1).indices)
+    return torch.cat(out).cpu().numpy()
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over queries of the fraction of the exact set (valid entries, not -1) that `found` contains."""
+    hits = [len(np.intersect1d(f[f >= 0], e[e >= 0])) / max(1, (e >= 0).sum()) for f, e in zip(found, exact)]
+    return float(np.mean(hits))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gallery", type=int, default=20000)
+    parser.add_argument("--queries", type=int, default=5000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf"], choices=["flat", "hnsw", "ivf"])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS and torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="for the torch brute force; default cuda if available")
+    parser.add_argument("--features", type=Path, default=None, help="folder with images.parquet, queries.parquet")
+    parser.add_argument("--jsonl", type=Path, default=None, help="append one JSON line per method to this file")
+    args = parser.parse_args()
+
+    faiss.omp_set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    device = device_from_arg(args.device)
+    if args.features is not None:
+        queries, gallery, targets = real(args.features, args.queries, args.seed)
+        data = f"real features from {args.features}"
+    else:
+        queries, gallery, targets = synthetic(args.gallery, args.queries, args.dim, args.seed)
+        data = "synthetic clustered features"
+    n_q, (n_g, dim), k = len(queries), gallery.shape, args.k
+    print(describe(device))
+    print(f"{data}: gallery {n_g} x {dim}, {n_q} queries, k={k}, {args.threads} CPU threads, "
+          f"faiss {faiss.__version__}\n", flush=True)
+
+    # The ceiling and the brute force before FAISS runs: its OpenMP threads can keep spinning for a while after
+    # a call and slow torch's down.
+    ceiling = matmul_ceiling(device, torch.float32)
+
+    def run_brute() -> np.ndarray:
+        return brute_force(queries, gallery, targets, k, device)
+
+    brute_s = time_per_call(run_brute, device, warmup=1, iters=3)
+    brute_found = run_brute()
+    brute_flops = count_flops(run_brute)
+    print(f"brute force ({device.type}): {brute_s:.2f} s", flush=True)
+
+    # Exact reference first: the flat index's mined sets (needed for recall even when flat is not in --kinds).
+    results: dict[str, tuple[float, np.ndarray]] = {}
+    for kind in ["flat"] + [kd for kd in args.kinds if kd != "flat"]:
+        start = time.perf_counter()
+        found, _ = mine_hard_negatives(queries, gallery, targets, k, kind, seed=args.seed)
+        results[kind] = (time.perf_counter() - start, found)
+        print(f"{kind}: {results[kind][0]:.2f} s", flush=True)
+    exact = results["flat"][1]
+    print()
+
+    header = ["method", "build + search s", "queries/s", "vs brute force", f"recall@{k} vs flat"]
+    rows = [[f"torch brute force ({device.type})", f"{brute_s:.3f}", f"{n_q / brute_s:.0f}", "1.00x",
+             f"{recall(brute_found, exact):.4f}"]]
+    records = [{"method": f"brute_{device.type}", "seconds": brute_s, "recall": recall(brute_found, exact)}]
+    for kind in args.kinds:
+        seconds, found = results[kind]
+        rows.append([f"faiss {kind} (mine_hard_negatives)", f"{seconds:.3f}", f"{n_q / seconds:.0f}",
+                     f"{brute_s / seconds:.2f}x", f"{recall(found, exact):.4f}"])
+        records.append({"method": f"faiss_{kind}", "seconds": seconds, "recall": recall(found, exact)})
+    print(markdown_table(header, rows))
+    achieved = brute_flops / brute_s
+    print(f"\nbrute force: {brute_flops / 1e9:.1f} GFLOP per call, {achieved / 1e12:.3f} TFLOP/s = "
+          f"{achieved / ceiling:.0%} of the measured fp32 matmul ceiling ({ceiling / 1e12:.3f} TFLOP/s)")
+
+    if args.jsonl is not None:
+        common = {"benchmark": "mine", "device": describe(device), "data": data, "gallery": n_g, "dim": dim,
+                  "queries": n_q, "k": k, "threads": args.threads, "seed": args.seed}
+        for record in records:
+            append_result(args.jsonl, {**common, **record, "queries_per_s": n_q / record["seconds"]})
+
+
+if __name__ == "__main__":
+    main()
