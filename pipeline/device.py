@@ -72,7 +72,7 @@ class Runtime:
         if self.world.size == 1:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def run_distributed(compute, module: str, body: Callable[[Runtime], None]) -> None:

@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,9 @@ class World:
         """The global batch's rows in order, from every rank's `shard`; gradients flow back to each rank's slice."""
         if self.size == 1:
             return local[:batch_size]
-        return torch.cat(dist_fn.all_gather(local))[:batch_size]
+        with warnings.catch_warnings():  # deprecated for a private API in torch 2.14; open_clip still uses it
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(dist_fn.all_gather(local))[:batch_size]
 
 
 def init_world(device: torch.device) -> World:

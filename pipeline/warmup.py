@@ -32,6 +32,7 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, runtime: R
         raise PipelineError(f"stage 1 aligns images with their captions, but {captions_path} has no train image with "
                             f"a caption (the catalog backend found no attribute tags); use an MLLM caption.backend "
                             f"or set stage1.epochs: 0 to start stage 2 from the base model.")
+    trained = trained_parameters(model)  # before DDP, which registers what requires a gradient
     encoder = runtime.prepare(model)
     if params.epochs:
         store = ImageStore.open(store_dir)
@@ -44,7 +45,7 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, runtime: R
     caption_id = torch.from_numpy(pd.factorize(captions["caption"])[0]).to(runtime.device)
     batch_loss = caption_alignment_loss(encoder, pixels, tokens, caption_id, runtime, params.temperature)
     with open_live(live_dir) if runtime.world.is_main else contextlib.nullcontext() as live:
-        train([(trained_parameters(model), params.lr)], batch_loss, len(captions), params, seed, live, [model],
+        train([(trained, params.lr)], batch_loss, len(captions), params, seed, live, [model],
               runtime, desc="stage1")
     if runtime.world.is_main:
         save_checkpoint(out_dir, model)

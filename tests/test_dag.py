@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import paths
+from pipeline.models import load_checkpoint, tokenizer_for
 from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, set_params, tiny_copy
 from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
 
@@ -90,11 +91,16 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
         result = run(["dvc", "repro", "--force", "--single-item", stage], root)
         assert "running under torchrun with 2 processes" in result.stdout
         np.testing.assert_allclose(_loss_curve(root, stage), _loss_curve(tiny_repo, stage), rtol=1e-4)
+    # Weights are compared through what they compute: Adam turns the noise in gradients that are zero in exact
+    # arithmetic (an attention key bias cannot change a softmax) into full-size steps of weights that do nothing.
+    pixels = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    tokens = tokenizer_for("fciq-tiny")(["a red dress", "is blue with long sleeves", "has dots", "", "x", "shirt"])
     for stage in (paths.STAGE1_DIR, paths.STAGE2_DIR):
-        single = torch.load(tiny_repo / stage / "model.pt", weights_only=True)
-        distributed = torch.load(root / stage / "model.pt", weights_only=True)
-        for name, value in single.items():
-            torch.testing.assert_close(distributed[name], value, rtol=1e-3, atol=1e-4, msg=name)
+        single, distributed = load_checkpoint(tiny_repo / stage).eval(), load_checkpoint(root / stage).eval()
+        with torch.no_grad():
+            for a, b in ((single.encode_images(pixels), distributed.encode_images(pixels)),
+                         (single.encode_texts(tokens), distributed.encode_texts(tokens))):
+                torch.testing.assert_close(b, a, rtol=0, atol=2e-3, msg=str(stage))
 
 
 @needs_vllm
