@@ -25,9 +25,10 @@ from pipeline.train import train
 from workload import STEPS, default_arch, model_for, step_problem
 
 
-def _problem(kind: str, arch: str, batch: int, runtime: Runtime):
+def _problem(kind: str, arch: str, batch: int, runtime: Runtime, steps: int = 1):
+    """A model and a step over `steps * batch` examples (each timed run is one pass over them)."""
     model = model_for(arch, runtime.device)
-    pool = 4 * batch
+    pool = steps * batch
     size = model.clip.visual.preprocess_cfg["size"]
     size = (size, size) if isinstance(size, int) else tuple(size)
     pixels = torch.randint(0, 256, (pool, 3, *size), dtype=torch.uint8, device=runtime.device)
@@ -37,7 +38,7 @@ def _problem(kind: str, arch: str, batch: int, runtime: Runtime):
 
 def run_fast(kind: str, arch: str, batch: int, steps: int, warmup: int, runtime: Runtime) -> float:
     """Seconds per step of the pipeline's own loop (its first `warmup` steps, compilation included, untimed)."""
-    model, trained, loss = _problem(kind, arch, batch, runtime)
+    model, trained, loss = _problem(kind, arch, batch, runtime, max(steps, warmup))
     encoder = runtime.prepare(model)
     del encoder  # compiled in place; the loss closures call the model's encoders
 
@@ -54,7 +55,7 @@ def run_fast(kind: str, arch: str, batch: int, steps: int, warmup: int, runtime:
 
 
 def run_plain(kind: str, arch: str, batch: int, steps: int, warmup: int, device: torch.device) -> float:
-    model, trained, loss = _problem(kind, arch, batch, Runtime(device))
+    model, trained, loss = _problem(kind, arch, batch, Runtime(device), max(steps, warmup))
     params = TrainParams(epochs=1, batch_size=batch, lr=1e-5, warmup_fraction=0.0)
     rng = np.random.default_rng(0)
 
