@@ -80,9 +80,8 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
         _, text = encoder(tokens=tokens[torch.from_numpy(world.shard(chosen)).to(device)])
         index = torch.from_numpy(batch).to(device)
         query = model.compose(bank.features[bank.reference[index]], world.gather(text, len(batch)))
-        static = torch.from_numpy(rng.choice(len(bank.features), size=min(params.static_negatives,
-                                                                           len(bank.features)),
-                                             replace=False)).to(device)
+        n = len(bank.features)
+        static = torch.from_numpy(rng.choice(n, size=min(params.static_negatives, n), replace=False)).to(device)
         mined = bank.hard[index] if epoch >= params.hard_negatives_from_epoch else bank.hard[index, :0]
         return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline import paths
 from pipeline.models import load_checkpoint, tokenizer_for
@@ -80,23 +82,25 @@ def _loss_curve(root: Path, stage: str) -> list[float]:
 def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny_repo: Path, tmp_path: Path):
     """compute.processes: 2 runs stage 1 and stage 2 under torchrun (DDP, gloo on this CPU, features gathered across
     ranks): the same loss curves and weights as the single-process reference run, up to floating-point noise."""
-    import shutil
-
-    import torch
-
     root = tmp_path / "ddp"
     shutil.copytree(tiny_repo, root, symlinks=True)
+    run(["git", "reset", "-q", "--hard"], root)  # the reference run, whatever experiments other tests ran since
+    run(["dvc", "checkout", "--force"], root)
+    reference = tmp_path / "reference"
+    for stage in ("stage1", "stage2"):
+        shutil.copytree(root / "models" / stage, reference / "models" / stage)
+        shutil.copytree(root / "dvclive" / stage, reference / "dvclive" / stage)
     set_params(root, {"compute": {"processes": 2}})
     for stage in ("stage1", "stage2"):
         result = run(["dvc", "repro", "--force", "--single-item", stage], root)
         assert "running under torchrun with 2 processes" in result.stdout
-        np.testing.assert_allclose(_loss_curve(root, stage), _loss_curve(tiny_repo, stage), rtol=1e-4)
+        np.testing.assert_allclose(_loss_curve(root, stage), _loss_curve(reference, stage), rtol=1e-4)
     # Weights are compared through what they compute: Adam turns the noise in gradients that are zero in exact
     # arithmetic (an attention key bias cannot change a softmax) into full-size steps of weights that do nothing.
     pixels = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
     tokens = tokenizer_for("fciq-tiny")(["a red dress", "is blue with long sleeves", "has dots", "", "x", "shirt"])
     for stage in (paths.STAGE1_DIR, paths.STAGE2_DIR):
-        single, distributed = load_checkpoint(tiny_repo / stage).eval(), load_checkpoint(root / stage).eval()
+        single, distributed = load_checkpoint(reference / stage).eval(), load_checkpoint(root / stage).eval()
         with torch.no_grad():
             for a, b in ((single.encode_images(pixels), distributed.encode_images(pixels)),
                          (single.encode_texts(tokens), distributed.encode_texts(tokens))):
