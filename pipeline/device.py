@@ -78,6 +78,10 @@ class Runtime:
 def run_distributed(compute, module: str, body: Callable[[Runtime], None]) -> None:
     """Run a training stage's `body`: in this process, or under torchrun when compute.processes > 1 (this process
     then only waits for torchrun's, which come back here with the process group to join)."""
+    device = compute_device()
+    if device.type == "cuda" and compute.processes > torch.cuda.device_count():
+        raise PipelineError(f"compute.processes = {compute.processes} asks for one process per GPU, but this machine "
+                            f"has {torch.cuda.device_count()}; use at most that many.")
     if launch(compute.processes, module):
         return
     runtime = Runtime.start(compute, distributed=True)

@@ -1,7 +1,12 @@
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 import torch
 
+from pipeline import device
 from pipeline.distributed import World, launch
+from pipeline.errors import PipelineError
 
 
 def test_shards_cover_the_global_batch_in_order_with_equal_sizes():
@@ -22,3 +27,10 @@ def test_one_process_is_not_relaunched(monkeypatch):
     assert launch(1, "stages.stage1") is False
     monkeypatch.setenv("LOCAL_RANK", "0")  # already a torchrun process: never launch torchrun again
     assert launch(4, "stages.stage1") is False
+
+
+def test_more_processes_than_gpus_is_one_sentence(monkeypatch):
+    monkeypatch.setattr(device, "compute_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(PipelineError, match="compute.processes = 2 asks for one process per GPU, but this machine has 1"):
+        device.run_distributed(SimpleNamespace(processes=2), "stages.stage1", lambda runtime: None)
