@@ -78,3 +78,15 @@ def test_bf16_autocast_follows_the_fp32_curve_within_bf16_precision(problem):
     fast = _fast_losses(directory, paths, tokens, caption_id, Runtime(precision="bf16", fused=True))
     np.testing.assert_allclose(fast, plain, rtol=3e-2)
     assert not np.allclose(fast, plain, rtol=1e-6)  # autocast really ran in bf16
+
+
+def test_compiled_encoders_follow_the_plain_curve_and_keep_their_state_dict_keys(problem):
+    """compute.compile: torch.compile of both encoders (inductor on the CPU too; about a minute here) changes the
+    arithmetic's order at most, and checkpoints keep the uncompiled keys, so a compiled run's model loads anywhere."""
+    directory, paths, tokens, caption_id, plain = problem
+    fast = _fast_losses(directory, paths, tokens, caption_id, Runtime(compile=True, fused=True))
+    np.testing.assert_allclose(fast, plain, rtol=1e-4)
+    model = create_model(TINY, seed=0)
+    keys = set(model.state_dict())
+    Runtime(compile=True).prepare(model)
+    assert set(model.state_dict()) == keys
