@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.config import ModelParams, Stage2Params
+from pipeline.config import ModelParams, NegativesParams, Stage2Params
 from pipeline.data.store import ImageStore, build_store
 from pipeline.device import Runtime
 from pipeline.losses import composed_retrieval_loss
 from pipeline.models import RetrievalModel, create_model, image_loader, preprocessing, tokenizer_for
-from pipeline.retrieval import StaticBank, composed_query_loss
+from pipeline.retrieval import HardNegatives, StaticBank, composed_query_loss
 from pipeline.train import BatchLoss
 from pipeline.warmup import caption_alignment_loss, trained_parameters
 
@@ -129,6 +129,8 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
         p.requires_grad_(any(p is q for q in text + combiner))
     features = torch.nn.functional.normalize(torch.randn(n, model.embed_dim, generator=generator), dim=-1)
     rows = torch.randint(0, n, (n, 18), generator=generator)
-    bank = StaticBank(features.to(device), rows[:, 0].to(device), rows[:, 1].to(device), rows[:, 2:].to(device))
+    bank = StaticBank(features.to(device), rows[:, 0].to(device), rows[:, 1].to(device))
     variants = np.arange(4 * n).reshape(n, 4)
-    return text + combiner, composed_query_loss(model, model, tokens, variants, bank, Stage2Params(), runtime)
+    hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, NegativesParams(k=16),
+                         Stage2Params(), 0, runtime)
+    return text + combiner, composed_query_loss(model, model, tokens, variants, bank, hard, Stage2Params(), runtime)

@@ -111,7 +111,7 @@ class NegativesParams(_Section):
     k: NonNegativeInt = 16
     index: Literal["flat", "hnsw", "ivf"] = "flat"
     max_target_similarity: Annotated[float, Field(gt=0, le=1)] = 1.0
-    anchor: Literal["query", "target"] = "query"
+    anchor: Literal["query", "target"] = "target"
 
 
 class TrainParams(_Section):
@@ -130,7 +130,8 @@ class Stage2Params(TrainParams):
     composition: Literal["sum", "combiner"] = "combiner"
     text_lr: PositiveFloat | None = None
     hard_negatives_from_epoch: NonNegativeInt = 0  # coarse negatives only before it (a coarse-to-hard curriculum)
-    epochs: NonNegativeInt = 4
+    remine_every: NonNegativeInt = 0  # re-mine the hard negatives with the model in training every N epochs; 0 = never
+    epochs: NonNegativeInt = 12
     temperature: PositiveFloat = 0.1
     static_negatives: NonNegativeInt = 128
 

@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import Stage2Params
+from pipeline.config import NegativesParams, Stage2Params
 from pipeline.device import Runtime
 from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.features import read_features
+from pipeline.index import mine_hard_negatives
 from pipeline.losses import composed_retrieval_loss
 from pipeline.models import RetrievalModel, load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.train import BatchLoss, open_live, train
@@ -59,16 +60,53 @@ def query_text_variants(triplets: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 @dataclass
 class StaticBank:
     """Stage 2's frozen side, on the device: the training images' static features and, per triplet, the bank rows
-    of its reference, its target and its mined negatives (-1 where fewer were mined)."""
+    of its reference and its target."""
 
     features: torch.Tensor  # [N, D]
     reference: torch.Tensor  # [T]
     target: torch.Tensor  # [T]
-    hard: torch.Tensor  # [T, k]
+
+
+class HardNegatives:
+    """Each triplet's mined negatives [T, k] for the epoch being trained: the `mine` stage's (searched with the
+    base model's zero-shot queries), and with `stage2.remine_every: N` searched again every N epochs with the
+    model in training (its composed queries against the static bank, FAISS as in `mine`), so that they stay the
+    images this model confuses with the target rather than those the base model did. None before
+    `stage2.hard_negatives_from_epoch` (coarse negatives only)."""
+
+    def __init__(self, offline: torch.Tensor, model: RetrievalModel, query_tokens: torch.Tensor, bank: StaticBank,
+                 negatives: NegativesParams, schedule: Stage2Params, seed: int, runtime: Runtime):
+        self.current, self.model, self.query_tokens, self.bank = offline, model, query_tokens, bank
+        self.negatives, self.schedule, self.seed, self.runtime = negatives, schedule, seed, runtime
+        self.mined_at = 0
+
+    def for_epoch(self, epoch: int) -> torch.Tensor:
+        if epoch < self.schedule.hard_negatives_from_epoch:
+            return self.current[:, :0]
+        every = self.schedule.remine_every
+        if every and self.negatives.k and epoch // every > self.mined_at // every:
+            self.current, self.mined_at = self._remine(), epoch
+        return self.current
+
+    @torch.no_grad()
+    def _remine(self, batch_size: int = 1024) -> torch.Tensor:
+        """The k bank rows nearest each triplet's composed query (validation text form, dropout off), not its
+        target: every rank computes the same set."""
+        training = self.model.training
+        self.model.eval()
+        with self.runtime.autocast():
+            text = torch.cat([self.model.encode_texts(self.query_tokens[start:start + batch_size])
+                              for start in range(0, len(self.query_tokens), batch_size)])
+            query = self.model.compose(self.bank.features[self.bank.reference], text).float()
+        self.model.train(training)
+        found, _ = mine_hard_negatives(query.cpu().numpy(), self.bank.features.cpu().numpy(),
+                                       self.bank.target.cpu().numpy(), self.negatives.k, self.negatives.index,
+                                       self.negatives.max_target_similarity, self.seed)
+        return torch.from_numpy(found).to(self.bank.features.device)
 
 
 def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens: torch.Tensor, variants: np.ndarray,
-                        bank: StaticBank, params: Stage2Params, runtime: Runtime) -> BatchLoss:
+                        bank: StaticBank, hard: HardNegatives, params: Stage2Params, runtime: Runtime) -> BatchLoss:
     """Stage 2's step: each triplet's query text drawn from its four forms, encoded (each rank its slice), composed
     with the reference's static feature, and contrasted with the target against in-batch, mined and static
     negatives over the global batch."""
@@ -82,13 +120,13 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
         query = model.compose(bank.features[bank.reference[index]], world.gather(text, len(batch)))
         n = len(bank.features)
         static = torch.from_numpy(rng.choice(n, size=min(params.static_negatives, n), replace=False)).to(device)
-        mined = bank.hard[index] if epoch >= params.hard_negatives_from_epoch else bank.hard[index, :0]
+        mined = hard.for_epoch(epoch)[index]
         return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature)
 
     return batch_loss
 
 
-def stage2(params: Stage2Params, k: int, seed: int, runtime: Runtime, protocol: Protocol, stage1_dir: Path,
+def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime: Runtime, protocol: Protocol, stage1_dir: Path,
            embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
     device, world = runtime.device, runtime.world
     model = load_checkpoint(stage1_dir)
@@ -111,10 +149,13 @@ def stage2(params: Stage2Params, k: int, seed: int, runtime: Runtime, protocol: 
     triplets = triplets.reset_index(drop=True)
     reference = torch.tensor(triplets["candidate"].map(position).to_numpy(), device=device)
     target = torch.tensor(triplets["target"].map(position).to_numpy(), device=device)
-    hard = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, k).to(device)
+    offline = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, negatives.k).to(device)
     texts, variants = query_text_variants(triplets)
-    batch_loss = composed_query_loss(encoder, model, tokenizer(texts).to(device), variants,
-                                     StaticBank(bank, reference, target, hard), params, runtime)
+    tokens = tokenizer(texts).to(device)
+    static = StaticBank(bank, reference, target)
+    hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], static, negatives,
+                         params, seed, runtime)
+    batch_loss = composed_query_loss(encoder, model, tokens, variants, static, hard, params, runtime)
 
     is_val = (images["split"] == "val").to_numpy()
     validation = QuerySet.build(images[is_val], triplets_dir / "val.parquet")
