@@ -97,6 +97,8 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
         np.testing.assert_allclose(_loss_curve(root, stage), _loss_curve(reference, stage), rtol=1e-4)
     # Weights are compared through what they compute: Adam turns the noise in gradients that are zero in exact
     # arithmetic (an attention key bias cannot change a softmax) into full-size steps of weights that do nothing.
+    # Those steps are about lr (1e-3) each, so outputs drift by a few thousandths (measured: 2.3e-3 with
+    # target-anchored negatives), while the two stage-2 epochs here move them by about 0.17.
     pixels = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
     tokens = tokenizer_for("fciq-tiny")(["a red dress", "is blue with long sleeves", "has dots", "", "x", "shirt"])
     for stage in (paths.STAGE1_DIR, paths.STAGE2_DIR):
@@ -104,7 +106,7 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
         with torch.no_grad():
             for a, b in ((single.encode_images(pixels), distributed.encode_images(pixels)),
                          (single.encode_texts(tokens), distributed.encode_texts(tokens))):
-                torch.testing.assert_close(b, a, rtol=0, atol=2e-3, msg=str(stage))
+                torch.testing.assert_close(b, a, rtol=0, atol=5e-3, msg=str(stage))
 
 
 @needs_vllm
