@@ -131,6 +131,7 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
     rows = torch.randint(0, n, (n, 18), generator=generator)
     bank = StaticBank(features.to(device), rows[:, 0].to(device), rows[:, 1].to(device))
     variants = np.arange(4 * n).reshape(n, 4)
-    hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, NegativesParams(k=16),
-                         Stage2Params(), 0, runtime)
-    return text + combiner, composed_query_loss(model, model, tokens, variants, bank, hard, Stage2Params(), runtime)
+    params = Stage2Params()
+    hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, NegativesParams(k=16), params, 0,
+                         runtime)
+    return text + combiner, composed_query_loss(model, model, tokens, variants, bank, hard, params, runtime)

@@ -3,8 +3,9 @@
 A training query is composed from static features as at zero-shot time (sum of the normalised reference-image
 and query-text features); its nearest gallery images that are not the target are the negatives the base model
 would most confuse with it. With `negatives.anchor: target` the search starts from the target instead: its nearest
-neighbours are the images most like the answer (the query-anchored set is mostly images like the reference). Near-duplicates of the target (similarity to it at or above
-`negatives.max_target_similarity`) are skipped as likely false negatives.
+neighbours are the images most like the answer (the query-anchored set is mostly images like the reference).
+Near-duplicates of the target (similarity to it at or above `negatives.max_target_similarity`) are skipped as likely
+false negatives.
 """
 
 from __future__ import annotations

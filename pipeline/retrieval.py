@@ -126,8 +126,9 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
     return batch_loss
 
 
-def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime: Runtime, protocol: Protocol, stage1_dir: Path,
-           embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path, live_dir: Path) -> None:
+def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime: Runtime, protocol: Protocol,
+           stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path,
+           live_dir: Path) -> None:
     device, world = runtime.device, runtime.world
     model = load_checkpoint(stage1_dir)
     torch.manual_seed(seed + 1)

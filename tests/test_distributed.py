@@ -32,5 +32,6 @@ def test_one_process_is_not_relaunched(monkeypatch):
 def test_more_processes_than_gpus_is_one_sentence(monkeypatch):
     monkeypatch.setattr(device, "compute_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    with pytest.raises(PipelineError, match="compute.processes = 2 asks for one process per GPU, but this machine has 1"):
+    message = "compute.processes = 2 asks for one process per GPU, but this machine has 1"
+    with pytest.raises(PipelineError, match=message):
         device.run_distributed(SimpleNamespace(processes=2), "stages.stage1", lambda runtime: None)
