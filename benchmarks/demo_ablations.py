@@ -60,7 +60,7 @@ def run(variant: str, seed: int, base: dict[str, object]) -> dict:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True, stdout=sys.stdout, stderr=subprocess.STDOUT)
     metrics = json.loads(Path("metrics/eval.json").read_text())
-    curve = {row["k"]: row["average"] for row in json.loads(Path("plots/recall_at_k.json").read_text())}
+    curve = {str(row["k"]): row["average"] for row in json.loads(Path("plots/recall_at_k.json").read_text())}
     return {"variant": variant, "seed": seed, "command": " ".join(command), "metrics": metrics,
             "recall_at_k": curve}
 

@@ -1,0 +1,134 @@
+"""Where a stage-2 model goes wrong: recall on the training queries next to the validation ones, and what kind of
+gallery image outranks each query's target. Reads the workspace's outputs (run `dvc repro` or `dvc exp apply`
+first); the demo catalogue's family layout is needed for the kinds.
+
+    python benchmarks/error_analysis.py                      # models/stage2
+    python benchmarks/error_analysis.py --checkpoint <dir>   # any stage-2 checkpoint over the same embeddings
+
+Why it exists: whether hard negatives can help depends on what the errors are. They teach fine distinctions
+(the reference, the target's family siblings, garments one attribute away); if the images that outrank targets
+differ from them in many attributes, or the training queries are already ranked far better than the validation
+ones, the limit is elsewhere. Next to each split's composed-query recall it prints stage 1's caption -> image
+recall over the same static features (whether the image side carries the attributes at all). Kinds, for each image scored above a query's target: the reference; a sibling (same
+demo family); a garment with the target's attributes exactly (a false negative); or one differing in 1, 2, or 3+
+of the comparable fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import paths
+from pipeline.attributes import Attributes
+from pipeline.config import load_params
+from pipeline.evaluation import QuerySet, Ranking
+from pipeline.features import read_features, text_features
+from pipeline.models import RetrievalModel, load_checkpoint, tokenizer_for
+
+KINDS = ("reference", "sibling", "same attributes", "1 field apart", "2 fields apart", "3+ fields apart")
+KS = (1, 5, 10, 50)
+
+
+def family_of(name: str, split: str, family_size: int, families_val: int) -> int:
+    """The demo family of an image from its running number (families are written first, distractors after);
+    distractors each get a family of their own."""
+    number = int(name[2:])
+    if split == "train" or number < families_val * family_size:
+        return number // family_size
+    return -1 - number
+
+
+def rankings_for(model: RetrievalModel, images: pd.DataFrame, features: np.ndarray, split: str,
+                 triplets_path: Path) -> list[Ranking]:
+    """Each category's gallery of `split` scored against its annotated queries (generated triplets left out, so
+    train and val queries are alike)."""
+    in_split = (images["split"] == split).to_numpy()
+    queries = QuerySet.build(images[in_split], triplets_path)
+    queries.triplets = queries.triplets[queries.triplets["source"] == "annotated"].reset_index(drop=True)
+    return queries.rankings(model, tokenizer_for(model.arch), torch.from_numpy(features[in_split].copy()),
+                            "composed", 256)
+
+
+def recall(rankings: list[Ranking]) -> dict[str, float]:
+    ranks = torch.cat([(r.scores > r.scores[torch.arange(len(r.scores)), r.target][:, None]).sum(1)
+                       for r in rankings])
+    return {f"R@{k}": round(100 * (ranks < k).float().mean().item(), 1) for k in KS}
+
+
+def outranking_kinds(rankings: list[Ranking], split: str, attributes: dict[str, Attributes], family_size: int,
+                     families_val: int) -> tuple[Counter, Counter]:
+    """Kinds of every image above its query's target, and of the top-ranked image where that is not the target."""
+    every, top = Counter(), Counter()
+    for r in rankings:
+        for q in range(len(r.scores)):
+            target, reference = int(r.target[q]), int(r.reference[q])
+            above = torch.nonzero(r.scores[q] > r.scores[q, target]).flatten()
+            above = above[torch.argsort(r.scores[q, above], descending=True)].tolist()
+            target_name = str(r.names[target])
+            target_family = family_of(target_name, split, family_size, families_val)
+            for position, column in enumerate(above):
+                name = str(r.names[column])
+                if column == reference:
+                    kind = KINDS[0]
+                elif family_of(name, split, family_size, families_val) == target_family:
+                    kind = KINDS[1]
+                else:
+                    kind = KINDS[min(len(attributes[name].differing_fields(attributes[target_name])), 3) + 2]
+                every[kind] += 1
+                if position == 0:
+                    top[kind] += 1
+    return every, top
+
+
+def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, features: np.ndarray,
+                            captions: pd.DataFrame, split: str) -> dict[str, float]:
+    """Each image's own caption (stage 1's text tower) as the query against its category's gallery of `split`, by
+    the static features: how much of the attributes those features carry, with no composition involved."""
+    caption_of = dict(zip(zip(captions["category"], captions["name"]), captions["caption"], strict=True))
+    ranks = []
+    for category in dict.fromkeys(images["category"]):
+        rows = np.flatnonzero(((images["split"] == split) & (images["category"] == category)).to_numpy())
+        texts = [caption_of[(category, name)] for name in images["name"].iloc[rows]]
+        scores = text_features(model, tokenizer_for(model.arch), texts, 256) @ torch.from_numpy(features[rows]).T
+        ranks.append((scores > scores.diag()[:, None]).sum(1))
+    ranks = torch.cat(ranks)
+    return {f"R@{k}": round(100 * (ranks < k).float().mean().item(), 1) for k in KS}
+
+
+def shares(counts: Counter) -> str:
+    total = sum(counts.values()) or 1
+    return ", ".join(f"{kind} {100 * counts[kind] / total:.1f}%" for kind in KINDS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=paths.STAGE2_DIR)
+    args = parser.parse_args()
+    synthetic = load_params().synthetic
+    model = load_checkpoint(args.checkpoint)
+    model.eval()
+    images, features = read_features(paths.EMBEDDINGS_DIR / "images.parquet")
+    captions = pd.read_parquet(paths.CAPTIONS)
+    stage1 = load_checkpoint(paths.STAGE1_DIR)
+    stage1.eval()
+    attributes = {name: Attributes.from_dict(json.loads(a)) for name, a in zip(captions["name"],
+                                                                              captions["attributes"], strict=True)}
+    for split in ("train", "val"):
+        rankings = rankings_for(model, images, features, split, paths.TRIPLETS_DIR / f"{split}.parquet")
+        every, top = outranking_kinds(rankings, split, attributes, synthetic.family_size,
+                                      synthetic.families_val)
+        print(f"{split}: composed queries {recall(rankings)}; stage-1 caption -> image "
+              f"{caption_to_image_recall(stage1, images, features, captions, split)}")
+        print(f"  images above the target ({sum(every.values())}): {shares(every)}")
+        print(f"  top-1 where it is not the target ({sum(top.values())}): {shares(top)}")
+
+
+if __name__ == "__main__":
+    main()
