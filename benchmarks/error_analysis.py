@@ -9,7 +9,8 @@ Why it exists: whether hard negatives can help depends on what the errors are. T
 (the reference, the target's family siblings, garments one attribute away); if the images that outrank targets
 differ from them in many attributes, or the training queries are already ranked far better than the validation
 ones, the limit is elsewhere. Next to each split's composed-query recall it prints stage 1's caption -> image
-recall over the same static features (whether the image side carries the attributes at all). Kinds, for each image scored above a query's target: the reference; a sibling (same
+recall over the same static features (whether the image side carries the attributes at all), and last how many
+mined negatives are attribute twins of their target. Kinds, for each image scored above a query's target: the reference; a sibling (same
 demo family); a garment with the target's attributes exactly (a false negative); or one differing in 1, 2, or 3+
 of the comparable fields.
 """
@@ -102,6 +103,17 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
     return {f"R@{k}": round(100 * (ranks < k).float().mean().item(), 1) for k in KS}
 
 
+def attribute_twins(negatives: pd.DataFrame, triplets: pd.DataFrame, caption_of: dict[str, str]) -> str:
+    """How many mined negatives the captioner describes exactly as their triplet's target: false negatives no
+    query text can tell apart from it."""
+    target_of = dict(zip(triplets["triplet_id"], triplets["target"], strict=True))
+    twins = [sum(caption_of[name] == caption_of[target_of[t]] for name in names)
+             for t, names in zip(negatives["triplet_id"], negatives["negatives"], strict=True)]
+    mined = int(negatives["negatives"].map(len).sum())
+    return (f"{sum(twins)} of {mined} mined negatives ({100 * sum(twins) / max(mined, 1):.2f}%) share the target's "
+            f"caption; {sum(t > 0 for t in twins)} of {len(twins)} triplets have at least one")
+
+
 def shares(counts: Counter) -> str:
     total = sum(counts.values()) or 1
     return ", ".join(f"{kind} {100 * counts[kind] / total:.1f}%" for kind in KINDS)
@@ -128,6 +140,9 @@ def main() -> None:
               f"{caption_to_image_recall(stage1, images, features, captions, split)}")
         print(f"  images above the target ({sum(every.values())}): {shares(every)}")
         print(f"  top-1 where it is not the target ({sum(top.values())}): {shares(top)}")
+    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
+    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES),
+                                                      pd.read_parquet(paths.TRIPLETS_DIR / "train.parquet"), caption_of))
 
 
 if __name__ == "__main__":
