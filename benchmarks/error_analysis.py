@@ -10,9 +10,9 @@ Why it exists: whether hard negatives can help depends on what the errors are. T
 differ from them in many attributes, or the training queries are already ranked far better than the validation
 ones, the limit is elsewhere. Next to each split's composed-query recall it prints stage 1's caption -> image
 recall over the same static features (whether the image side carries the attributes at all), and last how many
-mined negatives are attribute twins of their target. Kinds, for each image scored above a query's target: the reference; a sibling (same
-demo family); a garment with the target's attributes exactly (a false negative); or one differing in 1, 2, or 3+
-of the comparable fields.
+mined negatives are attribute twins of their target. Kinds, for each image scored above a query's target: the
+reference; a sibling (same demo family); a garment with the target's attributes exactly (a false negative); or
+one differing in 1, 2, or 3+ of the comparable fields.
 """
 
 from __future__ import annotations
