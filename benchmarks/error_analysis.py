@@ -141,8 +141,8 @@ def main() -> None:
         print(f"  images above the target ({sum(every.values())}): {shares(every)}")
         print(f"  top-1 where it is not the target ({sum(top.values())}): {shares(top)}")
     caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
-    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES),
-                                                      pd.read_parquet(paths.TRIPLETS_DIR / "train.parquet"), caption_of))
+    triplets = pd.read_parquet(paths.TRIPLETS_DIR / "train.parquet")
+    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES), triplets, caption_of))
 
 
 if __name__ == "__main__":
