@@ -31,6 +31,7 @@ from pipeline.attributes import Attributes
 from pipeline.config import load_params
 from pipeline.evaluation import QuerySet, Ranking
 from pipeline.features import read_features, text_features
+from pipeline.metrics import recall_at_k, target_ranks
 from pipeline.models import RetrievalModel, load_checkpoint, tokenizer_for
 
 KINDS = ("reference", "sibling", "same attributes", "1 field apart", "2 fields apart", "3+ fields apart")
@@ -57,10 +58,13 @@ def rankings_for(model: RetrievalModel, images: pd.DataFrame, features: np.ndarr
                             "composed", 256)
 
 
+def _percentages(ranks: torch.Tensor) -> dict[str, float]:
+    return {f"R@{k}": round(value, 1) for k, value in recall_at_k(ranks, KS).items()}
+
+
 def recall(rankings: list[Ranking]) -> dict[str, float]:
-    ranks = torch.cat([(r.scores > r.scores[torch.arange(len(r.scores)), r.target][:, None]).sum(1)
-                       for r in rankings])
-    return {f"R@{k}": round(100 * (ranks < k).float().mean().item(), 1) for k in KS}
+    """Recall@K over every category's queries, ranked as `evaluate` ranks them."""
+    return _percentages(torch.cat([target_ranks(r.scores, r.target) for r in rankings]))
 
 
 def outranking_kinds(rankings: list[Ranking], split: str, attributes: dict[str, Attributes], family_size: int,
@@ -98,9 +102,8 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
         rows = np.flatnonzero(((images["split"] == split) & (images["category"] == category)).to_numpy())
         texts = [caption_of[(category, name)] for name in images["name"].iloc[rows]]
         scores = text_features(model, tokenizer_for(model.arch), texts, 256) @ torch.from_numpy(features[rows]).T
-        ranks.append((scores > scores.diag()[:, None]).sum(1))
-    ranks = torch.cat(ranks)
-    return {f"R@{k}": round(100 * (ranks < k).float().mean().item(), 1) for k in KS}
+        ranks.append(target_ranks(scores, torch.arange(len(rows))))
+    return _percentages(torch.cat(ranks))
 
 
 def attribute_twins(negatives: pd.DataFrame, triplets: pd.DataFrame, caption_of: dict[str, str]) -> str:
