@@ -129,7 +129,8 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
         p.requires_grad_(any(p is q for q in text + combiner))
     features = torch.nn.functional.normalize(torch.randn(n, model.embed_dim, generator=generator), dim=-1)
     rows = torch.randint(0, n, (n, 18), generator=generator)
-    bank = StaticBank(features.to(device), rows[:, 0].to(device), rows[:, 1].to(device))
+    bank = StaticBank(features.to(device), torch.arange(n, device=device), rows[:, 0].to(device),
+                      rows[:, 1].to(device))
     variants = np.arange(4 * n).reshape(n, 4)
     params = Stage2Params()
     hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, NegativesParams(k=16), params, 0,

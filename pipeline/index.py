@@ -37,19 +37,22 @@ def mine_hard_negatives(
     kind: str,
     max_target_similarity: float = 1.0,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k gallery rows most similar to each query that are neither its target nor too close to it.
 
     queries [Q, D], gallery [N, D] (normalised), targets [Q] gallery rows of the targets. A candidate whose
     similarity to the target is at least `max_target_similarity` is treated as a likely false negative (a
-    near-duplicate of the target) and skipped. Returns gallery indices [Q, k] and scores, -1 / NaN where fewer
-    than k candidates qualify.
+    near-duplicate of the target) and skipped, as is one in the target's group (`groups` [N], one integer per
+    gallery row, pipeline/false_negatives.py; by default every row is its own group, so only the target).
+    Returns gallery indices [Q, k] and scores, -1 / NaN where fewer than k candidates qualify.
     """
     out_idx = np.full((len(queries), k), -1, dtype=np.int64)
     out_score = np.full((len(queries), k), np.nan, dtype=np.float32)
     if k == 0 or len(queries) == 0:
         return out_idx, out_score
     index = build_index(gallery, kind, seed)
+    groups = np.arange(len(gallery)) if groups is None else groups
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     pending = np.arange(len(queries))
     depth = min(len(gallery), k + 8)
@@ -60,7 +63,7 @@ def mine_hard_negatives(
             candidates = found[row][found[row] >= 0]
             cand_scores = scores[row][found[row] >= 0]
             target_sim = gallery[candidates] @ gallery[targets[q]]
-            keep = (candidates != targets[q]) & (target_sim < max_target_similarity)
+            keep = (groups[candidates] != groups[targets[q]]) & (target_sim < max_target_similarity)
             chosen, chosen_scores = candidates[keep][:k], cand_scores[keep][:k]
             if len(chosen) < k and depth < len(gallery):
                 still.append(q)

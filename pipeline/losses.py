@@ -28,6 +28,7 @@ def composed_retrieval_loss(
     hard: torch.Tensor,
     static: torch.Tensor,
     temperature: float,
+    group: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of each composed query against its target, over three kinds of negatives (stage 2).
 
@@ -36,20 +37,23 @@ def composed_retrieval_loss(
     target: [B] bank index of each query's target.
     hard:   [B, K] bank indices of mined hard negatives, -1 where absent (K may be 0).
     static: [M] bank indices shared by the whole batch, scaling the number of negatives cheaply (M may be 0).
+    group:  [N] answer group of each bank row (pipeline/false_negatives.py); None: each row its own.
 
-    Coarse negatives are the other queries' targets in the batch. Any candidate that *is* the query's target
-    (its own target among in-batch ones, a hard negative or a static sample equal to it) is masked out, so a
-    duplicated image is never pushed away from the query it answers.
+    Coarse negatives are the other queries' targets in the batch. Any candidate in the query's target's group (its
+    own target among in-batch ones, a hard negative or a static sample equal to it, and with caption groups its
+    attribute twins) is masked out, so an equally right answer is never pushed away from the query.
     """
+    group = torch.arange(len(bank), device=bank.device) if group is None else group
+    answer = group[target][:, None]
     positive = (query * bank[target]).sum(-1, keepdim=True)
     in_batch = query @ bank[target].T
-    in_batch = in_batch.masked_fill(target[None, :] == target[:, None], float("-inf"))
+    in_batch = in_batch.masked_fill(group[target][None, :] == answer, float("-inf"))
     pieces = [positive, in_batch]
     if hard.numel():
         hard_scores = torch.einsum("bd,bkd->bk", query, bank[hard.clamp(min=0)])
-        pieces.append(hard_scores.masked_fill((hard < 0) | (hard == target[:, None]), float("-inf")))
+        pieces.append(hard_scores.masked_fill((hard < 0) | (group[hard.clamp(min=0)] == answer), float("-inf")))
     if static.numel():
         static_scores = query @ bank[static].T
-        pieces.append(static_scores.masked_fill(static[None, :] == target[:, None], float("-inf")))
+        pieces.append(static_scores.masked_fill(group[static][None, :] == answer, float("-inf")))
     logits = torch.cat(pieces, dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device))

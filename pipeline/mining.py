@@ -5,7 +5,7 @@ and query-text features); its nearest gallery images that are not the target are
 would most confuse with it. With `negatives.anchor: target` the search starts from the target instead: its nearest
 neighbours are the images most like the answer (the query-anchored set is mostly images like the reference).
 Near-duplicates of the target (similarity to it at or above `negatives.max_target_similarity`) are skipped as likely
-false negatives.
+false negatives, and with `negatives.false_negatives: same_caption` so are images captioned exactly as the target.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.config import NegativesParams
+from pipeline.false_negatives import answer_groups
 from pipeline.features import read_features
 from pipeline.index import mine_hard_negatives
 from pipeline.io import write_json, write_parquet
@@ -32,9 +33,10 @@ def mining_queries(anchor: str, reference: np.ndarray, text: np.ndarray, target:
     return target if anchor == "target" else _normalise(reference + text)
 
 
-def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplets_dir: Path, out_path: Path
-               ) -> dict[str, float]:
+def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplets_dir: Path, captions_path: Path,
+               out_path: Path) -> dict[str, float]:
     images, image_feats = read_features(embeddings_dir / "images.parquet")
+    groups = answer_groups(images["name"].tolist(), params.false_negatives, captions_path)
     queries, query_feats = read_features(embeddings_dir / "queries.parquet")
     query_row = dict(zip(queries["triplet_id"], range(len(queries)), strict=True))
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
@@ -49,7 +51,7 @@ def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplet
         targets = group["target"].map(position).to_numpy()
         composed = mining_queries(params.anchor, reference, text, gallery_feats[targets])
         found, scores = mine_hard_negatives(composed, gallery_feats, targets, params.k, params.index,
-                                            params.max_target_similarity, seed)
+                                            params.max_target_similarity, seed, groups[gallery.index.to_numpy()])
         names = gallery["name"].to_numpy()
         for triplet_id, idx, score in zip(group["triplet_id"], found, scores, strict=True):
             valid = idx >= 0

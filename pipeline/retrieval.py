@@ -21,6 +21,7 @@ import torch
 from pipeline.config import NegativesParams, Stage2Params
 from pipeline.device import Runtime
 from pipeline.evaluation import Protocol, QuerySet, headline
+from pipeline.false_negatives import answer_groups
 from pipeline.features import read_features
 from pipeline.index import mine_hard_negatives
 from pipeline.losses import composed_retrieval_loss
@@ -59,10 +60,12 @@ def query_text_variants(triplets: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 
 @dataclass
 class StaticBank:
-    """Stage 2's frozen side, on the device: the training images' static features and, per triplet, the bank rows
-    of its reference and its target."""
+    """Stage 2's frozen side, on the device: the training images' static features, their answer groups (images in
+    a target's group are never its negatives: pipeline/false_negatives.py) and, per triplet, the bank rows of its
+    reference and its target."""
 
     features: torch.Tensor  # [N, D]
+    group: torch.Tensor  # [N]
     reference: torch.Tensor  # [T]
     target: torch.Tensor  # [T]
 
@@ -101,7 +104,7 @@ class HardNegatives:
         self.model.train(training)
         found, _ = mine_hard_negatives(query.cpu().numpy(), self.bank.features.cpu().numpy(),
                                        self.bank.target.cpu().numpy(), self.negatives.k, self.negatives.index,
-                                       self.negatives.max_target_similarity, self.seed)
+                                       self.negatives.max_target_similarity, self.seed, self.bank.group.cpu().numpy())
         return torch.from_numpy(found).to(self.bank.features.device)
 
 
@@ -121,14 +124,15 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
         n = len(bank.features)
         static = torch.from_numpy(rng.choice(n, size=min(params.static_negatives, n), replace=False)).to(device)
         mined = hard.for_epoch(epoch)[index]
-        return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature)
+        return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature,
+                                       bank.group)
 
     return batch_loss
 
 
 def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime: Runtime, protocol: Protocol,
-           stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path, negatives_path: Path, out_dir: Path,
-           live_dir: Path) -> None:
+           stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path, captions_path: Path, negatives_path: Path,
+           out_dir: Path, live_dir: Path) -> None:
     device, world = runtime.device, runtime.world
     model = load_checkpoint(stage1_dir)
     torch.manual_seed(seed + 1)
@@ -143,7 +147,9 @@ def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime:
     images, features = read_features(embeddings_dir / "images.parquet")
     train_rows = bank_rows(images)
     bank = torch.from_numpy(features[train_rows]).to(device)
-    position = dict(zip(images["name"].iloc[train_rows], range(len(bank)), strict=True))
+    bank_names = images["name"].iloc[train_rows].tolist()
+    position = dict(zip(bank_names, range(len(bank)), strict=True))
+    group = torch.from_numpy(answer_groups(bank_names, negatives.false_negatives, captions_path)).to(device)
 
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
     triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]
@@ -153,7 +159,7 @@ def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime:
     offline = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, negatives.k).to(device)
     texts, variants = query_text_variants(triplets)
     tokens = tokenizer(texts).to(device)
-    static = StaticBank(bank, reference, target)
+    static = StaticBank(bank, group, reference, target)
     hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], static, negatives,
                          params, seed, runtime)
     batch_loss = composed_query_loss(encoder, model, tokens, variants, static, hard, params, runtime)

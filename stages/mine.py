@@ -8,7 +8,8 @@ from pipeline.mining import mine_stage
 
 def main() -> None:
     params = stage_params("mine")
-    report = mine_stage(params.negatives, params.seed, paths.EMBEDDINGS_DIR, paths.TRIPLETS_DIR, paths.NEGATIVES)
+    report = mine_stage(params.negatives, params.seed, paths.EMBEDDINGS_DIR, paths.TRIPLETS_DIR,
+                         paths.CAPTIONS, paths.NEGATIVES)
     print(f"mine: {report['triplets']} triplets, {report['mean_negatives']:.1f} negatives each (k={report['k']})")
 
 

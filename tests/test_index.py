@@ -35,6 +35,13 @@ def test_near_duplicates_of_the_target_are_skipped():
     assert found.tolist() == [[2, 3]]
 
 
+def test_candidates_in_the_targets_group_are_skipped():
+    gallery = _unit(np.array([[1, 0], [0.9, 0.1], [0.5, 0.5], [0, 1], [-1, 0]], dtype=np.float32))
+    groups = np.array([7, 7, 3, 4, 5])  # row 1 is an attribute twin of the target (row 0)
+    found, _ = mine_hard_negatives(gallery[[0]], gallery, np.array([0]), k=2, kind="flat", groups=groups)
+    assert found.tolist() == [[2, 3]]
+
+
 def test_fewer_candidates_than_k_are_padded():
     gallery = _unit(np.eye(3, dtype=np.float32))
     found, scores = mine_hard_negatives(gallery[[0]], gallery, np.array([0]), k=4, kind="flat")

@@ -37,6 +37,23 @@ def test_composed_loss_hand_computed_and_masks_the_target():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_composed_loss_never_contrasts_a_query_with_its_targets_group():
+    bank = torch.eye(4)
+    query = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    target = torch.tensor([0, 1])
+    hard, static = torch.tensor([[2], [3]]), torch.tensor([3])
+    # rows 0 and 2 are attribute twins (one group), as are 1 and 3; each query's hard and static negatives and its
+    # in-batch neighbour are then either its twin (masked) or the other group (score 0)
+    twins = torch.tensor([0, 1, 0, 1])
+    loss = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0, group=twins)
+    e = math.e
+    expected = (-math.log(e / (e + 2)) - math.log(e / (e + 1))) / 2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    own_rows = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0, group=torch.arange(4))
+    assert own_rows.item() == pytest.approx(composed_retrieval_loss(query, bank, target, hard, static, 1.0).item())
+    assert own_rows.item() > loss.item()
+
+
 def test_composed_loss_without_hard_or_static_is_in_batch_infonce():
     torch.manual_seed(0)
     bank = F.normalize(torch.randn(6, 8), dim=-1)

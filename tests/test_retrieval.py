@@ -16,7 +16,7 @@ def _problem(remine_every: int, from_epoch: int = 0):
     model = create_model(ModelParams(arch="fciq-tiny", pretrained=""), seed=0)
     model.set_composition("combiner")  # its dropout must be off while mining
     features = F.normalize(torch.randn(40, model.embed_dim), dim=-1)
-    bank = StaticBank(features, torch.arange(6), torch.arange(6) + 10)
+    bank = StaticBank(features, torch.arange(40), torch.arange(6), torch.arange(6) + 10)
     offline = torch.randint(0, 40, (6, 3))
     tokens = tokenizer_for(model.arch)(TEXTS)
     hard = HardNegatives(offline, model, tokens, bank, NegativesParams(k=3),

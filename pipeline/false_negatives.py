@@ -1,0 +1,32 @@
+"""Which gallery images count as the same answer as a target: never mined as its negatives, never contrasted with
+its query in stage 2's loss.
+
+`negatives.false_negatives: target` treats only the target image itself so. `same_caption` also treats so every
+image the captioner describes exactly as the target (an attribute twin): no query text can tell the two apart, so
+pushing one away from a query that names the target's attributes only teaches the model to ignore them. Stage 1
+already masks identical captions this way (pipeline/losses.clip_loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+
+def answer_groups(names: Sequence[str], rule: str, captions_path: Path) -> np.ndarray:
+    """One integer per image name; images with the same integer are interchangeable answers under `rule`."""
+    if rule == "target":
+        return np.arange(len(names))
+    captions = pd.read_parquet(captions_path, columns=["name", "caption"]).drop_duplicates("name")
+    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
+    missing = [name for name in names if name not in caption_of]
+    if missing:
+        raise PipelineError(f"{captions_path} has no caption for image '{missing[0]}' ({len(missing)} missing), which "
+                            "negatives.false_negatives: same_caption needs; re-run the caption stage.")
+    _, groups = np.unique(np.array([caption_of[name] for name in names], dtype=object), return_inverse=True)
+    return groups.astype(np.int64)

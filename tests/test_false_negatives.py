@@ -1,0 +1,31 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.false_negatives import answer_groups
+
+
+@pytest.fixture
+def captions(tmp_path):
+    path = tmp_path / "captions.parquet"
+    pd.DataFrame({"name": ["a", "b", "c", "d", "a"],
+                  "caption": ["a red dress", "a blue dress", "a red dress", "a blue shirt", "a red dress"]}
+                 ).to_parquet(path)
+    return path
+
+
+def test_only_the_target_is_its_own_group(captions):
+    assert answer_groups(["c", "a", "b"], "target", captions).tolist() == [0, 1, 2]
+
+
+def test_images_with_identical_captions_share_a_group(captions):
+    groups = answer_groups(["a", "b", "c", "d"], "same_caption", captions)
+    assert groups[0] == groups[2]
+    assert len({groups[0], groups[1], groups[3]}) == 3
+
+
+def test_an_image_without_a_caption_is_one_sentence(captions):
+    with pytest.raises(PipelineError, match=r"no caption for image 'zz' \(1 missing\)"):
+        answer_groups(["a", "zz"], "same_caption", captions)
+    assert np.array_equal(answer_groups(["zz"], "target", captions), [0])  # the default rule reads no captions
