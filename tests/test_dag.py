@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pipeline import paths
+from pipeline.config import NegativesParams
+from pipeline.mining import mine_stage
 from pipeline.models import load_checkpoint, tokenizer_for
 from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, set_params, tiny_copy
 from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
@@ -72,6 +75,30 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
     assert "error: params.yaml: unknown key 'negatives.kk'" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert model.stat().st_mtime == before
+
+
+def test_mining_with_same_caption_never_returns_an_attribute_twin(tiny_repo: Path, tmp_path: Path):
+    """The mine stage on the tiny run's features, with captions rewritten to two kinds so that about half of every
+    gallery twins each target: the default rule mines twins, `same_caption` none, and still k per triplet."""
+    captions = pd.read_parquet(tiny_repo / paths.CAPTIONS)
+    kind = {name: i % 2 for i, name in enumerate(sorted(set(captions["name"])))}
+    captions["caption"] = captions["name"].map(lambda name: ["a red dress", "a blue dress"][kind[name]])
+    captions.to_parquet(tmp_path / "captions.parquet")
+    triplets = pd.read_parquet(tiny_repo / paths.TRIPLETS_DIR / "train.parquet")
+    target_of = dict(zip(triplets["triplet_id"], triplets["target"], strict=True))
+
+    def twins_mined(rule: str) -> int:
+        out = tmp_path / rule / "train.parquet"
+        report = mine_stage(NegativesParams(k=4, false_negatives=rule), 0, tiny_repo / paths.EMBEDDINGS_DIR,
+                            tiny_repo / paths.TRIPLETS_DIR, tmp_path / "captions.parquet", out)
+        assert report["short_of_k"] == 0
+        negatives = pd.read_parquet(out)
+        return sum(kind[name] == kind[target_of[triplet]]
+                   for triplet, names in zip(negatives["triplet_id"], negatives["negatives"], strict=True)
+                   for name in names)
+
+    assert twins_mined("target") > 0
+    assert twins_mined("same_caption") == 0
 
 
 def _loss_curve(root: Path, stage: str) -> list[float]:

@@ -11,12 +11,13 @@ from pipeline.retrieval import HardNegatives, StaticBank
 TEXTS = ["is red", "has long sleeves", "is shorter", "has a v-neck", "is striped", "is navy and sleeveless"]
 
 
-def _problem(remine_every: int, from_epoch: int = 0):
+def _problem(remine_every: int, from_epoch: int = 0, group: torch.Tensor | None = None):
     torch.manual_seed(0)
     model = create_model(ModelParams(arch="fciq-tiny", pretrained=""), seed=0)
     model.set_composition("combiner")  # its dropout must be off while mining
     features = F.normalize(torch.randn(40, model.embed_dim), dim=-1)
-    bank = StaticBank(features, torch.arange(40), torch.arange(6), torch.arange(6) + 10)
+    group = torch.arange(40) if group is None else group
+    bank = StaticBank(features, group, torch.arange(6), torch.arange(6) + 10)
     offline = torch.randint(0, 40, (6, 3))
     tokens = tokenizer_for(model.arch)(TEXTS)
     hard = HardNegatives(offline, model, tokens, bank, NegativesParams(k=3),
@@ -37,6 +38,17 @@ def test_refreshed_negatives_are_the_current_models_nearest_non_targets():
     assert torch.equal(mined, scores.topk(3).indices)
     assert not torch.equal(mined, offline)
     assert hard.for_epoch(3) is mined  # kept until the next refresh
+
+
+def test_refreshed_negatives_skip_the_targets_attribute_twins():
+    model, bank, _, tokens, hard = _problem(remine_every=1, group=torch.arange(40) % 20)  # row r twins row r + 20
+    mined = hard.for_epoch(1)
+    model.eval()
+    with torch.no_grad():
+        scores = model.compose(bank.features[bank.reference], model.encode_texts(tokens)) @ bank.features.T
+    scores[bank.group[None, :] == bank.group[bank.target][:, None]] = float("-inf")  # the target and its twin
+    assert torch.equal(mined, scores.topk(3).indices)
+    assert not (mined == (bank.target + 20)[:, None]).any()
 
 
 def test_without_refresh_the_mine_stage_set_is_used_from_the_curriculums_epoch():

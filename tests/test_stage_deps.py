@@ -1,0 +1,69 @@
+"""dvc.yaml's code deps: every pipeline module a stage can run is one of its deps, so that changing the code that
+computes an output re-runs the stage (and nothing else does)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import read_yaml
+from tests.conftest import REPO
+
+# Modules that cannot change what a stage writes: file locations (DVC tracks the outputs themselves), error
+# sentences, atomic writing, and params validation (DVC tracks the values in params.yaml, which names every key).
+INERT = {"pipeline/__init__.py", "pipeline/paths.py", "pipeline/errors.py", "pipeline/io.py", "pipeline/config.py"}
+STAGES = read_yaml(REPO / "dvc.yaml")["stages"]
+
+
+def _module_file(module: str) -> Path | None:
+    path = REPO.joinpath(*module.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every pipeline module `path` imports, at module level or inside a function (a lazily imported backend runs
+    too), with the packages that importing it executes."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from package import module`
+    modules = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] == "pipeline":
+            modules.update(".".join(parts[:end]) for end in range(1, len(parts) + 1))
+    return modules
+
+
+def code_run_by(script: Path) -> set[str]:
+    """Repository-relative paths of the pipeline files `script` reaches through imports."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            todo.extend(f for f in map(_module_file, _imported_modules(path)) if f is not None)
+    return {path.relative_to(REPO).as_posix() for path in seen if path != script}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_module_a_stage_runs_is_one_of_its_deps(stage: str):
+    deps = [dep for dep in STAGES[stage]["deps"] if isinstance(dep, str)]
+    code = code_run_by(REPO / "stages" / f"{stage}.py")
+    missing = sorted(path for path in code - INERT
+                     if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps))
+    assert not missing, f"dvc.yaml: stage '{stage}' runs {missing} but does not list them as deps"
+
+
+def test_the_walk_follows_lazy_imports_through_packages():
+    code = code_run_by(REPO / "stages" / "caption.py")
+    assert {"pipeline/captioning/__init__.py", "pipeline/captioning/hf.py", "pipeline/data/fashioniq.py"} <= code
