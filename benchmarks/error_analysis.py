@@ -30,7 +30,8 @@ from pipeline import paths
 from pipeline.attributes import Attributes
 from pipeline.config import load_params
 from pipeline.evaluation import QuerySet, Ranking
-from pipeline.features import read_features, text_features
+from pipeline.feature_table import read_features
+from pipeline.features import text_features
 from pipeline.metrics import recall_at_k, target_ranks
 from pipeline.models import RetrievalModel, load_checkpoint, tokenizer_for
 

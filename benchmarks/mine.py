@@ -55,7 +55,7 @@ def synthetic(n_gallery: int, n_queries: int, dim: int, seed: int) -> tuple[np.n
 
 def real(features_dir: Path, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The demo's image features as the gallery and its query-text features as queries, with random targets."""
-    from pipeline.features import read_features
+    from pipeline.feature_table import read_features
 
     _, gallery = read_features(features_dir / "images.parquet")
     _, queries = read_features(features_dir / "queries.parquet")

@@ -15,7 +15,8 @@ import pandas as pd
 from pipeline.config import EmbedParams
 from pipeline.data.store import ImageStore
 from pipeline.device import Runtime
-from pipeline.features import stored_image_features, text_features, write_features
+from pipeline.feature_table import write_features
+from pipeline.features import stored_image_features, text_features
 from pipeline.io import write_json
 from pipeline.models import load_checkpoint, preprocessing, tokenizer_for
 

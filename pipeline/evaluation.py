@@ -35,7 +35,7 @@ from pipeline.metrics import (
     CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
 )
 from pipeline.models import QueryMode, RetrievalModel, load_checkpoint, preprocessing, tokenizer_for
-from pipeline.triplets import relative_text
+from pipeline.query_text import relative_text
 
 Protocol = Literal["fashioniq", "cirr"]
 Curve = list[dict[str, float]]

@@ -1,21 +1,16 @@
-"""Batched feature extraction (on the model's device, in the runtime's precision, returned on the CPU), and
-feature tables stored as Parquet (id columns + a fixed-size float32 list)."""
+"""Batched feature extraction: on the model's device, in the runtime's precision, returned on the CPU (stored as
+Parquet tables by pipeline/feature_table.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from pipeline.data.store import ImageStore, StoredPixels
 from pipeline.device import Runtime
-from pipeline.io import write_parquet
 from pipeline.models import RetrievalModel
 
 Pixels = torch.Tensor | StoredPixels
@@ -52,17 +47,3 @@ def text_features(model: RetrievalModel, tokenizer, texts: Sequence[str], batch_
         with runtime.autocast():
             chunks.append(model.encode_texts(tokenizer(list(texts[start:start + batch_size]))))
     return torch.cat(chunks).cpu() if chunks else torch.empty(0, model.embed_dim)
-
-
-def write_features(path: str | Path, ids: pd.DataFrame, features: np.ndarray) -> None:
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    column = pa.FixedSizeListArray.from_arrays(pa.array(features.reshape(-1)), features.shape[1])
-    table = pa.Table.from_pandas(ids.reset_index(drop=True), preserve_index=False).append_column("feature", column)
-    write_parquet(path, table)
-
-
-def read_features(path: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
-    table = pq.read_table(path)
-    column = table.column("feature").combine_chunks()
-    features = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-    return table.drop(["feature"]).to_pandas(), features

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pipeline.config import NegativesParams
 from pipeline.false_negatives import answer_groups
-from pipeline.features import read_features
+from pipeline.feature_table import read_features
 from pipeline.index import mine_hard_negatives
 from pipeline.io import write_json, write_parquet
 

@@ -22,12 +22,12 @@ from pipeline.config import NegativesParams, Stage2Params
 from pipeline.device import Runtime
 from pipeline.evaluation import Protocol, QuerySet, headline
 from pipeline.false_negatives import answer_groups
-from pipeline.features import read_features
+from pipeline.feature_table import read_features
 from pipeline.index import mine_hard_negatives
 from pipeline.losses import composed_retrieval_loss
 from pipeline.models import RetrievalModel, load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.train import BatchLoss, open_live, train
-from pipeline.triplets import query_text, training_relative_texts
+from pipeline.query_text import query_text, training_relative_texts
 
 
 def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dict[str, int], k: int

@@ -1,8 +1,7 @@
 """Training and validation triplets: annotated pairs joined with captions, plus generated attribute-aware triplets.
 
 A triplet's composed query text is its relative captions followed by the reference image's sentence-level prompt
-(its attribute-aware caption), so the text side knows what the reference looks like before it is asked to change
-it. Generated triplets pair gallery images whose captioned attributes differ in a few fields and phrase the
+(pipeline/query_text.py). Generated triplets pair gallery images whose captioned attributes differ in a few fields and phrase the
 modification from templates, as SPN4CIR does, or (`triplets.phrasing: mllm`) ask an LLM on a vLLM server to word it,
 to add training signal where annotations are scarce.
 """
@@ -20,6 +19,7 @@ from pipeline.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
 from pipeline.config import CaptionParams, DataParams, TripletsParams
 from pipeline.data import open_dataset
 from pipeline.io import write_json, write_parquet
+from pipeline.query_text import query_text, relative_text
 
 # pair_id and subset are the benchmark's own (CIRR's pairid and img_set members, used by its protocol and test
 # server); generated triplets have neither. Test-split triplets (CIRR test1) have target "".
@@ -27,34 +27,6 @@ TRIPLET_SCHEMA = pa.schema([(name, pa.string()) for name in (
     "triplet_id", "category", "split", "source", "pair_id", "candidate", "target", "caption1", "caption2",
     "reference_caption", "target_caption", "prompt", "query_text")] + [("subset", pa.list_(pa.string()))])
 TRIPLET_COLUMNS = TRIPLET_SCHEMA.names
-
-
-def _clean(caption: str) -> str:
-    return caption.strip().strip(".?, ")
-
-
-def relative_text(caption1: str, caption2: str) -> str:
-    """CLIP4Cir's validation-time join: first caption capitalised, ' and ', second caption."""
-    first, second = _clean(caption1), _clean(caption2)
-    if not second:
-        return first.capitalize()
-    if not first:
-        return second.capitalize()
-    return f"{first.capitalize()} and {second}"
-
-
-def training_relative_texts(caption1: str, caption2: str) -> tuple[str, str, str, str]:
-    """CLIP4Cir's training-time augmentation: 'c1 and c2', 'c2 and c1', c1 or c2; training draws one of the four
-    uniformly for each example at each step (a pair with one caption has only the one text)."""
-    first, second = _clean(caption1), _clean(caption2)
-    if not second:
-        return (relative_text(first, second),) * 4
-    return relative_text(first, second), relative_text(second, first), first.capitalize(), second.capitalize()
-
-
-def query_text(relative: str, prompt: str) -> str:
-    """The text half of a composed query: relative text, then the reference's sentence-level prompt if any."""
-    return f"{relative}. {prompt}" if prompt else relative
 
 
 def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_reference_prompt: bool) -> pd.DataFrame:

@@ -13,6 +13,8 @@ from tests.conftest import REPO
 
 # Modules that cannot change what a stage writes: file locations (DVC tracks the outputs themselves), error
 # sentences, atomic writing, and params validation (DVC tracks the values in params.yaml, which names every key).
+# What they import serves only them (config.py checks data.categories against attributes.CATEGORIES), so the walk
+# does not follow their imports.
 INERT = {"pipeline/__init__.py", "pipeline/paths.py", "pipeline/errors.py", "pipeline/io.py", "pipeline/config.py"}
 STAGES = read_yaml(REPO / "dvc.yaml")["stages"]
 
@@ -43,25 +45,36 @@ def _imported_modules(path: Path) -> set[str]:
     return modules
 
 
+def _relative(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
 def code_run_by(script: Path) -> set[str]:
-    """Repository-relative paths of the pipeline files `script` reaches through imports."""
+    """Repository-relative paths of the pipeline files `script` reaches through imports, inert ones excluded."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
         path = todo.pop()
-        if path not in seen:
+        if path not in seen and _relative(path) not in INERT:
             seen.add(path)
             todo.extend(f for f in map(_module_file, _imported_modules(path)) if f is not None)
-    return {path.relative_to(REPO).as_posix() for path in seen if path != script}
+    return {_relative(path) for path in seen if path != script}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_module_a_stage_runs_is_one_of_its_deps(stage: str):
     deps = [dep for dep in STAGES[stage]["deps"] if isinstance(dep, str)]
     code = code_run_by(REPO / "stages" / f"{stage}.py")
-    missing = sorted(path for path in code - INERT
+    missing = sorted(path for path in code
                      if not any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps))
     assert not missing, f"dvc.yaml: stage '{stage}' runs {missing} but does not list them as deps"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_python_dep_of_a_stage_is_run_by_it(stage: str):
+    code = code_run_by(REPO / "stages" / f"{stage}.py") | {f"stages/{stage}.py"}
+    stale = [dep for dep in STAGES[stage]["deps"] if isinstance(dep, str) and dep.endswith(".py") and dep not in code]
+    assert not stale, f"dvc.yaml: stage '{stage}' lists {stale} as deps but never runs them (a needless re-run)"
 
 
 def test_the_walk_follows_lazy_imports_through_packages():

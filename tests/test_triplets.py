@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline.attributes import Attributes
-from pipeline.triplets import annotated_triplets, generated_triplets, relative_text, training_relative_texts
+from pipeline.query_text import relative_text, training_relative_texts
+from pipeline.triplets import annotated_triplets, generated_triplets
 
 
 def test_validation_join_matches_clip4cir():
