@@ -9,7 +9,6 @@ already masks identical captions this way (pipeline/losses.clip_loss).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,17 @@ import pandas as pd
 from pipeline.errors import PipelineError
 
 
-def answer_groups(names: Sequence[str], rule: str, captions_path: Path) -> np.ndarray:
-    """One integer per image name; images with the same integer are interchangeable answers under `rule`."""
+def answer_groups(images: pd.DataFrame, rule: str, captions_path: Path) -> np.ndarray:
+    """One integer per row of `images` (columns category, name: an image listed under two categories has a caption
+    in each); rows with the same integer are interchangeable answers under `rule`."""
     if rule == "target":
-        return np.arange(len(names))
-    captions = pd.read_parquet(captions_path, columns=["name", "caption"]).drop_duplicates("name")
-    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
-    missing = [name for name in names if name not in caption_of]
+        return np.arange(len(images))
+    captions = pd.read_parquet(captions_path, columns=["category", "name", "caption"])
+    caption_of = dict(zip(zip(captions["category"], captions["name"]), captions["caption"], strict=True))
+    keys = list(zip(images["category"], images["name"]))
+    missing = [name for category, name in keys if (category, name) not in caption_of]
     if missing:
         raise PipelineError(f"{captions_path} has no caption for image '{missing[0]}' ({len(missing)} missing), which "
                             "negatives.false_negatives: same_caption needs; re-run the caption stage.")
-    _, groups = np.unique(np.array([caption_of[name] for name in names], dtype=object), return_inverse=True)
+    _, groups = np.unique(np.array([caption_of[key] for key in keys], dtype=object), return_inverse=True)
     return groups.astype(np.int64)

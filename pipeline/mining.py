@@ -36,7 +36,7 @@ def mining_queries(anchor: str, reference: np.ndarray, text: np.ndarray, target:
 def mine_stage(params: NegativesParams, seed: int, embeddings_dir: Path, triplets_dir: Path, captions_path: Path,
                out_path: Path) -> dict[str, float]:
     images, image_feats = read_features(embeddings_dir / "images.parquet")
-    groups = answer_groups(images["name"].tolist(), params.false_negatives, captions_path)
+    groups = answer_groups(images, params.false_negatives, captions_path)
     queries, query_feats = read_features(embeddings_dir / "queries.parquet")
     query_row = dict(zip(queries["triplet_id"], range(len(queries)), strict=True))
     triplets = pd.read_parquet(triplets_dir / "train.parquet")

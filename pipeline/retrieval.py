@@ -147,9 +147,9 @@ def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime:
     images, features = read_features(embeddings_dir / "images.parquet")
     train_rows = bank_rows(images)
     bank = torch.from_numpy(features[train_rows]).to(device)
-    bank_names = images["name"].iloc[train_rows].tolist()
-    position = dict(zip(bank_names, range(len(bank)), strict=True))
-    group = torch.from_numpy(answer_groups(bank_names, negatives.false_negatives, captions_path)).to(device)
+    bank_images = images.iloc[train_rows]
+    position = dict(zip(bank_images["name"], range(len(bank)), strict=True))
+    group = torch.from_numpy(answer_groups(bank_images, negatives.false_negatives, captions_path)).to(device)
 
     triplets = pd.read_parquet(triplets_dir / "train.parquet")
     triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]

@@ -9,23 +9,27 @@ from pipeline.false_negatives import answer_groups
 @pytest.fixture
 def captions(tmp_path):
     path = tmp_path / "captions.parquet"
-    pd.DataFrame({"name": ["a", "b", "c", "d", "a"],
-                  "caption": ["a red dress", "a blue dress", "a red dress", "a blue shirt", "a red dress"]}
+    pd.DataFrame({"category": ["dress", "dress", "dress", "shirt", "shirt"], "name": ["a", "b", "c", "d", "a"],
+                  "caption": ["a red dress", "a blue dress", "a red dress", "a blue shirt", "a red shirt"]}
                  ).to_parquet(path)
     return path
 
 
+def _images(*keys: str) -> pd.DataFrame:
+    return pd.DataFrame([key.split("/") for key in keys], columns=["category", "name"])
+
+
 def test_only_the_target_is_its_own_group(captions):
-    assert answer_groups(["c", "a", "b"], "target", captions).tolist() == [0, 1, 2]
+    assert answer_groups(_images("dress/c", "dress/a", "dress/b"), "target", captions).tolist() == [0, 1, 2]
 
 
 def test_images_with_identical_captions_share_a_group(captions):
-    groups = answer_groups(["a", "b", "c", "d"], "same_caption", captions)
+    groups = answer_groups(_images("dress/a", "dress/b", "dress/c", "shirt/d", "shirt/a"), "same_caption", captions)
     assert groups[0] == groups[2]
-    assert len({groups[0], groups[1], groups[3]}) == 3
+    assert len({groups[0], groups[1], groups[3], groups[4]}) == 4  # image a's shirt caption is its own
 
 
 def test_an_image_without_a_caption_is_one_sentence(captions):
-    with pytest.raises(PipelineError, match=r"no caption for image 'zz' \(1 missing\)"):
-        answer_groups(["a", "zz"], "same_caption", captions)
-    assert np.array_equal(answer_groups(["zz"], "target", captions), [0])  # the default rule reads no captions
+    with pytest.raises(PipelineError, match=r"no caption for image 'd' \(1 missing\)"):
+        answer_groups(_images("dress/a", "dress/d"), "same_caption", captions)
+    assert np.array_equal(answer_groups(_images("dress/zz"), "target", captions), [0])  # reads no captions
