@@ -1,9 +1,9 @@
 """Training and validation triplets: annotated pairs joined with captions, plus generated attribute-aware triplets.
 
 A triplet's composed query text is its relative captions followed by the reference image's sentence-level prompt
-(pipeline/query_text.py). Generated triplets pair gallery images whose captioned attributes differ in a few fields and phrase the
-modification from templates, as SPN4CIR does, or (`triplets.phrasing: mllm`) ask an LLM on a vLLM server to word it,
-to add training signal where annotations are scarce.
+(pipeline/query_text.py). Generated triplets pair gallery images whose captioned attributes differ in a few fields
+and phrase the modification from templates, as SPN4CIR does, or (`triplets.phrasing: mllm`) ask an LLM on a vLLM
+server to word it, to add training signal where annotations are scarce.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ def main() -> None:
     params = stage_params("stage2")
     run_distributed(params.compute, "stages.stage2", lambda runtime: stage2(
         params.stage2, params.negatives, params.seed, runtime, params.data.source, paths.STAGE1_DIR,
-        paths.EMBEDDINGS_DIR, paths.TRIPLETS_DIR, paths.CAPTIONS, paths.NEGATIVES, paths.STAGE2_DIR, paths.DVCLIVE_STAGE2))
+        paths.EMBEDDINGS_DIR, paths.TRIPLETS_DIR, paths.CAPTIONS, paths.NEGATIVES, paths.STAGE2_DIR,
+        paths.DVCLIVE_STAGE2))
 
 
 if __name__ == "__main__":
