@@ -30,6 +30,7 @@ from pipeline import paths
 from pipeline.attributes import Attributes
 from pipeline.config import load_params
 from pipeline.evaluation import QuerySet, Ranking
+from pipeline.false_negatives import answer_groups
 from pipeline.feature_table import read_features
 from pipeline.features import text_features
 from pipeline.metrics import recall_at_k, target_ranks
@@ -107,11 +108,11 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
     return _percentages(torch.cat(ranks))
 
 
-def attribute_twins(negatives: pd.DataFrame, triplets: pd.DataFrame, caption_of: dict[str, str]) -> str:
-    """How many mined negatives the captioner describes exactly as their triplet's target: false negatives no
-    query text can tell apart from it."""
-    target_of = dict(zip(triplets["triplet_id"], triplets["target"], strict=True))
-    twins = [sum(caption_of[name] == caption_of[target_of[t]] for name in names)
+def attribute_twins(negatives: pd.DataFrame, triplets: pd.DataFrame, group_of: dict[tuple[str, str], int]) -> str:
+    """How many mined negatives share their triplet's target's answer group under `same_caption` (captioned exactly
+    as the target, pipeline/false_negatives.py): false negatives no query text can tell apart from it."""
+    target_of = dict(zip(triplets["triplet_id"], zip(triplets["category"], triplets["target"]), strict=True))
+    twins = [sum(group_of[(target_of[t][0], name)] == group_of[target_of[t]] for name in names)
              for t, names in zip(negatives["triplet_id"], negatives["negatives"], strict=True)]
     mined = int(negatives["negatives"].map(len).sum())
     return (f"{sum(twins)} of {mined} mined negatives ({100 * sum(twins) / max(mined, 1):.2f}%) share the target's "
@@ -144,9 +145,10 @@ def main() -> None:
               f"{caption_to_image_recall(stage1, images, features, captions, split)}")
         print(f"  images above the target ({sum(every.values())}): {shares(every)}")
         print(f"  top-1 where it is not the target ({sum(top.values())}): {shares(top)}")
-    caption_of = dict(zip(captions["name"], captions["caption"], strict=True))
+    groups = answer_groups(captions, "same_caption", paths.CAPTIONS)
+    group_of = dict(zip(zip(captions["category"], captions["name"]), groups, strict=True))
     triplets = pd.read_parquet(paths.TRIPLETS_DIR / "train.parquet")
-    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES), triplets, caption_of))
+    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES), triplets, group_of))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pipeline.evaluation import Ranking
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from error_analysis import KINDS, family_of, outranking_kinds, recall  # noqa: E402
+from error_analysis import KINDS, attribute_twins, family_of, outranking_kinds, recall  # noqa: E402
 
 
 def _dress(color: str, sleeves: str = "long sleeves", neckline: str = "v-neck", length: str = "mini") -> Attributes:
@@ -46,3 +46,11 @@ def test_every_image_above_the_target_gets_its_kind():
     assert top == {"3+ fields apart": 1}
     assert set(every) <= set(KINDS)
     assert recall([ranking]) == {"R@1": 0.0, "R@5": 0.0, "R@10": 100.0, "R@50": 100.0}
+
+
+def test_attribute_twins_are_counted_within_the_triplets_category():
+    triplets = pd.DataFrame({"triplet_id": ["t1", "t2"], "category": ["dress", "shirt"], "target": ["a", "b"]})
+    negatives = pd.DataFrame({"triplet_id": ["t1", "t2"], "negatives": [["c", "d"], ["c"]]})
+    group_of = {("dress", "a"): 0, ("dress", "c"): 0, ("dress", "d"): 1, ("shirt", "b"): 2, ("shirt", "c"): 0}
+    assert attribute_twins(negatives, triplets, group_of) == (
+        "1 of 3 mined negatives (33.33%) share the target's caption; 1 of 2 triplets have at least one")
