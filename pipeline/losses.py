@@ -47,7 +47,7 @@ def composed_retrieval_loss(
     answer = group[target][:, None]
     positive = (query * bank[target]).sum(-1, keepdim=True)
     in_batch = query @ bank[target].T
-    in_batch = in_batch.masked_fill(group[target][None, :] == answer, float("-inf"))
+    in_batch = in_batch.masked_fill(answer.T == answer, float("-inf"))
     pieces = [positive, in_batch]
     if hard.numel():
         hard_scores = torch.einsum("bd,bkd->bk", query, bank[hard.clamp(min=0)])

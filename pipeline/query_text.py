@@ -34,4 +34,3 @@ def training_relative_texts(caption1: str, caption2: str) -> tuple[str, str, str
 def query_text(relative: str, prompt: str) -> str:
     """The text half of a composed query: relative text, then the reference's sentence-level prompt if any."""
     return f"{relative}. {prompt}" if prompt else relative
-
