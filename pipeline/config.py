@@ -112,7 +112,7 @@ class NegativesParams(_Section):
     index: Literal["flat", "hnsw", "ivf"] = "flat"
     max_target_similarity: Annotated[float, Field(gt=0, le=1)] = 1.0
     anchor: Literal["query", "target"] = "target"
-    false_negatives: Literal["target", "same_caption"] = "target"  # what is never a negative (false_negatives.py)
+    false_negatives: Literal["target", "same_caption"] = "same_caption"  # what is never a negative (false_negatives.py)
 
 
 class TrainParams(_Section):

@@ -4,7 +4,9 @@ its query in stage 2's loss.
 `negatives.false_negatives: target` treats only the target image itself so. `same_caption` also treats so every
 image the captioner describes exactly as the target (an attribute twin): no query text can tell the two apart, so
 pushing one away from a query that names the target's attributes only teaches the model to ignore them. Stage 1
-already masks identical captions this way (pipeline/losses.clip_loss).
+already masks identical captions this way (pipeline/losses.clip_loss). An empty caption (an image the captioner had no
+attributes for, e.g. CIRR under the catalog backend) describes nothing, so it makes no twins: such an image is its
+own group under either rule.
 """
 
 from __future__ import annotations
@@ -29,5 +31,9 @@ def answer_groups(images: pd.DataFrame, rule: str, captions_path: Path) -> np.nd
     if missing:
         raise PipelineError(f"{captions_path} has no caption for image '{missing[0]}' ({len(missing)} missing), which "
                             "negatives.false_negatives: same_caption needs; re-run the caption stage.")
-    _, groups = np.unique(np.array([caption_of[key] for key in keys], dtype=object), return_inverse=True)
-    return groups.astype(np.int64)
+    texts = np.array([caption_of[key].strip() for key in keys], dtype=object)
+    _, groups = np.unique(texts, return_inverse=True)
+    groups = groups.astype(np.int64)
+    empty = texts == ""
+    groups[empty] = groups.max(initial=-1) + 1 + np.arange(int(empty.sum()))
+    return groups

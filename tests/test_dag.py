@@ -51,8 +51,8 @@ def test_second_repro_runs_nothing(tiny_repo: Path):
 
 
 def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
-    # false_negatives=same_caption: the caption lookups of mine and stage 2 run too
-    result = run(["dvc", "exp", "run", "-S", "negatives.k=2", "-S", "negatives.false_negatives=same_caption"],
+    # false_negatives=target: the rule other than the default runs through mine and stage 2 too
+    result = run(["dvc", "exp", "run", "-S", "negatives.k=2", "-S", "negatives.false_negatives=target"],
                  tiny_repo)
     assert ran(result.stdout) == {"mine", "stage2", "evaluate"}
     diff = run(["dvc", "params", "diff", "--json"], tiny_repo).stdout

@@ -33,3 +33,12 @@ def test_an_image_without_a_caption_is_one_sentence(captions):
     with pytest.raises(PipelineError, match=r"no caption for image 'd' \(1 missing\)"):
         answer_groups(_images("dress/a", "dress/d"), "same_caption", captions)
     assert np.array_equal(answer_groups(_images("dress/zz"), "target", captions), [0])  # reads no captions
+
+
+def test_empty_captions_make_no_twins(tmp_path):
+    path = tmp_path / "captions.parquet"
+    pd.DataFrame({"category": ["dress"] * 4, "name": ["a", "b", "c", "d"],
+                  "caption": ["", " ", "a red dress", "a red dress"]}).to_parquet(path)
+    groups = answer_groups(_images("dress/a", "dress/b", "dress/c", "dress/d"), "same_caption", path)
+    assert groups[2] == groups[3]
+    assert len({groups[0], groups[1], groups[2]}) == 3
