@@ -3,7 +3,7 @@
 CLIP4Cir-style: a DataLoader decodes every batch's image files with Pillow at every step, fp16 autocast with a
 GradScaler on a GPU (fp32 on a CPU), AdamW without fusion, and a host sync at every step (`loss.item()`). It trains
 what stage 1 trains (image-caption alignment) on the same batches with the same schedule and loss as
-`pipeline.train.train`, so on the same data its loss curve is the pipeline's, up to floating-point noise.
+`pipeline.training.loop.train`, so on the same data its loss curve is the pipeline's, up to floating-point noise.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.config import TrainParams
 from pipeline.data.store import decode_file
-from pipeline.losses import clip_loss
-from pipeline.models import RetrievalModel, image_loader, preprocessing
-from pipeline.train import epoch_batches, make_optimizer, steps_per_epoch, warmup_cosine
+from pipeline.models.preprocessing import image_loader, preprocessing
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.training.loop import epoch_batches, make_optimizer, steps_per_epoch, warmup_cosine
+from pipeline.training.losses import clip_loss
 
 
 class ImageFiles(Dataset):
@@ -39,7 +40,7 @@ class ImageFiles(Dataset):
 
 
 def batch_plan(n: int, params: TrainParams, seed: int, steps: int) -> list[np.ndarray]:
-    """The first `steps` batches `pipeline.train.train` draws for `n` examples (the same generator calls)."""
+    """The first `steps` batches `pipeline.training.loop.train` draws for `n` examples (the same generator calls)."""
     rng = np.random.default_rng(seed)
     plan: list[np.ndarray] = []
     while len(plan) < steps:

@@ -1,5 +1,5 @@
 """Gallery embedding throughput: the `embed` stage's path (images from the decoded-image store, resident on a GPU,
-bf16 there; `pipeline.features.image_features`) against the plain path (a DataLoader decoding the JPEG files with
+bf16 there; `pipeline.features.encode.image_features`) against the plain path (a DataLoader decoding the JPEG files with
 Pillow in worker processes, then encoding; fp16 autocast on a GPU), as images/s and as a fraction of the matmul
 ceiling measured in the same run.
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-
 from baseline import ImageFiles
 from common import count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, synchronize
-from pipeline.data.store import StoredPixels
-from pipeline.device import Runtime
-from pipeline.features import image_features
+from torch.utils.data import DataLoader
 from workload import default_arch, model_for, store_for, write_images
+
+from pipeline.data.store import StoredPixels
+from pipeline.features.encode import image_features
+from pipeline.runtime import Runtime
 
 
 def plain_embedding(model, paths: list[str], batch_size: int, workers: int, device: torch.device) -> None:

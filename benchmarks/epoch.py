@@ -1,5 +1,5 @@
 """End-to-end training epoch on real image files: the pipeline's path (every image decoded once into the image
-store, then `pipeline.train.train` fed from it; resident on a GPU) against the plain loop, which decodes each
+store, then `pipeline.training.loop.train` fed from it; resident on a GPU) against the plain loop, which decodes each
 batch's JPEGs with Pillow in DataLoader worker processes at every step (benchmarks/baseline.py). Also prints the
 first-time decoding rate into the store.
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from baseline import DecodedBatch, batch_plan, plain_train
 from common import describe, device_from_arg, markdown_table, synchronize
+from workload import default_arch, images_of, model_for, step_problem, store_for, write_images
+
 from pipeline.config import TrainParams
 from pipeline.data.store import StoredPixels
-from pipeline.device import Runtime
-from pipeline.train import train
-from workload import default_arch, images_of, model_for, step_problem, store_for, write_images
+from pipeline.runtime import Runtime
+from pipeline.training.loop import train
 
 
 def timed(fn, device: torch.device) -> float:

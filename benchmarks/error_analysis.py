@@ -26,16 +26,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import paths
-from pipeline.attributes import Attributes
+from pipeline.captioning.attributes import Attributes
+from pipeline.captioning.captions import caption_lookup
 from pipeline.config import load_params
-from pipeline.evaluation import QuerySet, Ranking
-from pipeline.false_negatives import answer_groups
-from pipeline.feature_table import read_features
-from pipeline.features import text_features
-from pipeline.metrics import recall_at_k, target_ranks
-from pipeline.models import RetrievalModel, load_checkpoint, tokenizer_for
+from pipeline.evaluation.metrics import recall_at_k, target_ranks
+from pipeline.evaluation.protocols import QuerySet, Ranking
+from pipeline.features.encode import text_features
+from pipeline.features.table import read_features
+from pipeline.models.clip import load_checkpoint, tokenizer_for
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.negatives.false_negatives import answer_groups
+from pipeline.paths import Paths
 
+PATHS = Paths()
 KINDS = ("reference", "sibling", "same attributes", "1 field apart", "2 fields apart", "3+ fields apart")
 KS = (1, 5, 10, 50)
 
@@ -87,7 +90,7 @@ def outranking_kinds(rankings: list[Ranking], split: str, attributes: dict[str, 
                 elif family_of(name, split, family_size, families_val) == target_family:
                     kind = KINDS[1]
                 else:
-                    kind = KINDS[min(len(attributes[name].differing_fields(attributes[target_name])), 3) + 2]
+                    kind = KINDS[min(len(attributes[name].changed_fields(attributes[target_name])), 3) + 2]
                 every[kind] += 1
                 if position == 0:
                     top[kind] += 1
@@ -98,7 +101,7 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
                             captions: pd.DataFrame, split: str) -> dict[str, float]:
     """Each image's own caption (stage 1's text tower) as the query against its category's gallery of `split`, by
     the static features: how much of the attributes those features carry, with no composition involved."""
-    caption_of = dict(zip(zip(captions["category"], captions["name"]), captions["caption"], strict=True))
+    caption_of = caption_lookup(captions)
     ranks = []
     for category in dict.fromkeys(images["category"]):
         rows = np.flatnonzero(((images["split"] == split) & (images["category"] == category)).to_numpy())
@@ -110,7 +113,7 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
 
 def attribute_twins(negatives: pd.DataFrame, triplets: pd.DataFrame, group_of: dict[tuple[str, str], int]) -> str:
     """How many mined negatives share their triplet's target's answer group under `same_caption` (captioned exactly
-    as the target, pipeline/false_negatives.py): false negatives no query text can tell apart from it."""
+    as the target, pipeline/negatives/false_negatives.py): false negatives no query text can tell apart from it."""
     target_of = dict(zip(triplets["triplet_id"], zip(triplets["category"], triplets["target"]), strict=True))
     twins = [sum(group_of[(target_of[t][0], name)] == group_of[target_of[t]] for name in names)
              for t, names in zip(negatives["triplet_id"], negatives["negatives"], strict=True)]
@@ -126,29 +129,29 @@ def shares(counts: Counter) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, default=paths.STAGE2_DIR)
+    parser.add_argument("--checkpoint", type=Path, default=PATHS.stage2_dir)
     args = parser.parse_args()
     synthetic = load_params().synthetic
     model = load_checkpoint(args.checkpoint)
     model.eval()
-    images, features = read_features(paths.EMBEDDINGS_DIR / "images.parquet")
-    captions = pd.read_parquet(paths.CAPTIONS)
-    stage1 = load_checkpoint(paths.STAGE1_DIR)
+    images, features = read_features(PATHS.image_features)
+    captions = pd.read_parquet(PATHS.captions)
+    stage1 = load_checkpoint(PATHS.stage1_dir)
     stage1.eval()
     attributes = {name: Attributes.from_dict(json.loads(a)) for name, a in zip(captions["name"],
                                                                               captions["attributes"], strict=True)}
     for split in ("train", "val"):
-        rankings = rankings_for(model, images, features, split, paths.TRIPLETS_DIR / f"{split}.parquet")
+        rankings = rankings_for(model, images, features, split, PATHS.triplets(split))
         every, top = outranking_kinds(rankings, split, attributes, synthetic.family_size,
                                       synthetic.families_val)
         print(f"{split}: composed queries {recall(rankings)}; stage-1 caption -> image "
               f"{caption_to_image_recall(stage1, images, features, captions, split)}")
         print(f"  images above the target ({sum(every.values())}): {shares(every)}")
         print(f"  top-1 where it is not the target ({sum(top.values())}): {shares(top)}")
-    groups = answer_groups(captions, "same_caption", paths.CAPTIONS)
+    groups = answer_groups(captions, "same_caption", captions)
     group_of = dict(zip(zip(captions["category"], captions["name"]), groups, strict=True))
-    triplets = pd.read_parquet(paths.TRIPLETS_DIR / "train.parquet")
-    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(paths.NEGATIVES), triplets, group_of))
+    triplets = pd.read_parquet(PATHS.triplets("train"))
+    print("mined (data/negatives): " + attribute_twins(pd.read_parquet(PATHS.negatives), triplets, group_of))
 
 
 if __name__ == "__main__":

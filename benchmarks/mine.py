@@ -6,7 +6,7 @@
     python benchmarks/mine.py --gallery 200000 --queries 20000 --device cuda   # GPU box (brute force on the GPU)
 
 Run from the repository root. Each index kind is timed through the real code path,
-`pipeline.index.mine_hard_negatives` (index build, search, and the Python loop that drops the target and widens
+`pipeline.negatives.hard.mine_hard_negatives` (index build, search, and the Python loop that drops the target and widens
 the search when too few candidates are left), once per kind: that is what one `mine` call costs. The baseline is
 an exact brute force in torch (query-gallery matmul, target masked, top-k) on `--device`, with the numpy-to-device
 copies and the copy of the result back included, so that both sides start from and end with numpy arrays; its
@@ -30,10 +30,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from common import (append_result, count_flops, describe, device_from_arg, markdown_table, matmul_ceiling,
-                    time_per_call)
+from common import append_result, count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, time_per_call
 
-from pipeline.index import mine_hard_negatives
+from pipeline.negatives.hard import mine_hard_negatives
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -55,7 +54,7 @@ def synthetic(n_gallery: int, n_queries: int, dim: int, seed: int) -> tuple[np.n
 
 def real(features_dir: Path, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The demo's image features as the gallery and its query-text features as queries, with random targets."""
-    from pipeline.feature_table import read_features
+    from pipeline.features.table import read_features
 
     _, gallery = read_features(features_dir / "images.parquet")
     _, queries = read_features(features_dir / "queries.parquet")

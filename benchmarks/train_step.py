@@ -1,4 +1,4 @@
-"""Training-step throughput: the pipeline's loop (`pipeline.train.train`) against the plain CLIP4Cir-style loop
+"""Training-step throughput: the pipeline's loop (`pipeline.training.loop.train`) against the plain CLIP4Cir-style loop
 (benchmarks/baseline.py: fp16 autocast + GradScaler on a GPU, AdamW not fused, a host sync every step), both with
 inputs already on the device, as examples/s and as a fraction of the matmul ceiling measured in the same run.
 
@@ -16,13 +16,13 @@ import time
 
 import numpy as np
 import torch
-
 from baseline import batch_plan, plain_train
 from common import count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, synchronize
-from pipeline.config import TrainParams
-from pipeline.device import Runtime
-from pipeline.train import train
 from workload import STEPS, default_arch, model_for, step_problem
+
+from pipeline.config import TrainParams
+from pipeline.runtime import Runtime
+from pipeline.training.loop import train
 
 
 def _problem(kind: str, arch: str, batch: int, runtime: Runtime, steps: int = 1):

@@ -16,12 +16,14 @@ from PIL import Image, ImageDraw
 
 from pipeline.config import ModelParams, NegativesParams, Stage2Params
 from pipeline.data.store import ImageStore, build_store
-from pipeline.device import Runtime
-from pipeline.losses import composed_retrieval_loss
-from pipeline.models import RetrievalModel, create_model, image_loader, preprocessing, tokenizer_for
-from pipeline.retrieval import HardNegatives, StaticBank, composed_query_loss
-from pipeline.train import BatchLoss
-from pipeline.warmup import caption_alignment_loss, trained_parameters
+from pipeline.models.clip import create_model, tokenizer_for
+from pipeline.models.preprocessing import image_loader, preprocessing
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.runtime import Runtime
+from pipeline.training.loop import BatchLoss
+from pipeline.training.losses import composed_retrieval_loss
+from pipeline.training.stage1 import caption_alignment_loss, trained_parameters
+from pipeline.training.stage2 import HardNegatives, StaticBank, composed_query_loss
 
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "grey", "yellow", "purple", "orange", "brown", "beige"]
 GARMENTS = ["dress", "shirt", "t-shirt", "blouse", "tank top"]

@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from ruamel.yaml import YAML
 
-from pipeline.attributes import CATEGORIES
 from pipeline.errors import PipelineError
 
 
@@ -37,19 +36,41 @@ class SyntheticParams(_Section):
     image_size: Annotated[int, Field(ge=16, le=512)] = 64
 
 
-class DataParams(_Section):
-    """Which benchmark layout to read, where, and (FashionIQ only) which categories."""
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
 
-    source: Literal["fashioniq", "cirr"] = "fashioniq"
+
+class CatalogParams(_Section):
+    """Which columns of your catalogue's products table are which (`data.source: catalog`; pipeline/data/catalog.py).
+    Title and split columns are optional: without a split column, `val_fraction` of the images go to val by `seed`."""
+
+    image_column: str = "image"
+    category_column: str = "category"
+    title_column: str = "title"
+    split_column: str = "split"
+    attribute_columns: list[str] = Field(default_factory=list)  # [] = every column not named above
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+
+
+class DataParams(_Section):
+    """Which dataset to read, where, and which of its categories: FashionIQ's layout (some of its three categories),
+    CIRR's, or your own catalogue (free category names; [] = all of them)."""
+
+    source: Literal["fashioniq", "cirr", "catalog"] = "fashioniq"
     root: str = "data/synthetic"
-    categories: list[Literal["dress", "shirt", "toptee"]] = Field(default_factory=lambda: list(CATEGORIES),
-                                                                    min_length=1)
+    categories: list[str] = Field(default_factory=lambda: list(FASHIONIQ_CATEGORIES))
+    catalog: CatalogParams = CatalogParams()
 
     @field_validator("categories")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
+    def _known(cls, value: list[str], info: ValidationInfo) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError("categories must not repeat")
+        source = info.data.get("source")
+        unknown = [c for c in value if c not in FASHIONIQ_CATEGORIES]
+        if source == "fashioniq" and unknown:
+            raise ValueError(f"FashionIQ's categories are {', '.join(FASHIONIQ_CATEGORIES)}, not {unknown[0]!r}")
+        if source == "fashioniq" and not value:
+            raise ValueError(f"list at least one of FashionIQ's categories ({', '.join(FASHIONIQ_CATEGORIES)})")
         return value
 
 
@@ -115,6 +136,21 @@ class NegativesParams(_Section):
     false_negatives: Literal["target", "same_caption"] = "same_caption"  # what is never a negative (false_negatives.py)
 
 
+class IndexParams(_Section):
+    """The gallery's FAISS index (the `index` stage; `fashion-cir search` and `serve` read it). 0 means "chosen from
+    the gallery's size": nlist about sqrt(images), nprobe nlist / 4, pq_m one sub-quantizer per 8 dimensions."""
+
+    kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
+    nlist: NonNegativeInt = 0        # ivf, ivfpq: inverted lists
+    nprobe: NonNegativeInt = 0       # ivf, ivfpq: lists searched per query
+    hnsw_m: Annotated[int, Field(ge=4, le=256)] = 32  # hnsw: neighbours per node
+    ef_search: PositiveInt = 128     # hnsw: candidates kept while searching
+    ef_construction: PositiveInt = 64  # hnsw: candidates kept while building
+    pq_m: NonNegativeInt = 0         # ivfpq: sub-quantizers (bytes per vector); must divide the dimension
+    refine: NonNegativeInt = 4       # ivfpq: re-rank refine x k candidates with the exact vectors (0: off)
+    batch_size: PositiveInt = 256    # images per batch when embedding the gallery
+
+
 class TrainParams(_Section):
     epochs: NonNegativeInt = 20
     batch_size: Annotated[int, Field(ge=2)] = 128
@@ -148,7 +184,7 @@ class ComputeParams(_Section):
     UNTRACKED: ClassVar[frozenset[str]] = frozenset({"compile", "processes", "workers"})
 
     precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool = False
+    compile: bool | Literal["auto"] = "auto"  # auto: on a GPU, where the run is long enough to repay compiling
     processes: PositiveInt = 1
     workers: NonNegativeInt = 0
 
@@ -171,6 +207,7 @@ class Params(_Section):
     stage1: TrainParams = TrainParams()
     stage2: Stage2Params = Stage2Params()
     eval: EvalParams = EvalParams()
+    index: IndexParams = IndexParams()
     compute: ComputeParams = ComputeParams()
 
 
@@ -194,7 +231,8 @@ def _sentence(path: Path, raw: dict[str, Any], error: ValidationError) -> str:
         allowed = ", ".join(model.model_fields)
         where = f"under '{'.'.join(map(str, section))}'" if section else "at the top level"
         return f"{path}: unknown key '{key}'; the keys allowed {where} are: {allowed}."
-    return f"{path}: {key} = {first.get('input')!r} is not allowed: {first['msg'][0].lower()}{first['msg'][1:]}."
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{path}: {key} = {first.get('input')!r} is not allowed: {message[0].lower()}{message[1:]}."
 
 
 def validate_params(raw: Any, path: Path) -> Params:
@@ -213,46 +251,50 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return validate_params(read_yaml(path) or {}, path)
 
 
-class SectionView:
-    """A section of which dvc.yaml declares only some keys: the others (bar the section's UNTRACKED) are refused."""
-
-    def __init__(self, stage: str, name: str, section: _Section, readable: set[str]):
-        self._stage, self._name, self._section, self._readable = stage, name, section, readable
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        if key not in self._readable:
-            raise PipelineError(
-                f"stage '{self._stage}' reads params '{self._name}.{key}' but dvc.yaml does not declare it; add it to "
-                f"the stage's params so DVC re-runs the stage when it changes.")
-        return getattr(self._section, key)
+def _undeclared(stage: str, key: str) -> PipelineError:
+    return PipelineError(f"stage '{stage}' reads params '{key}' but dvc.yaml does not declare it; add it to the "
+                         f"stage's params so DVC re-runs the stage when it changes.")
 
 
-class StageParams:
-    """The params a stage may read: only what its dvc.yaml entry declares (whole sections or single keys)."""
+def _restricted(section: BaseModel, readable: set[str], stage: str, prefix: str) -> Any:
+    """A copy of `section`, of its own class (a subclass of it), whose fields outside `readable` refuse to be read
+    with the sentence a stage needs: so code typed against CaptionParams gets a CaptionParams, and a stage cannot
+    silently depend on a key DVC does not track for it."""
+    cls = type(section)
+    fields = set(cls.model_fields)
 
-    def __init__(self, stage: str, params: Params, declared: set[str]):
-        self._stage, self._params, self._declared = stage, params, declared
+    def __getattribute__(self: BaseModel, name: str) -> Any:
+        if name in fields and name not in readable:
+            raise _undeclared(stage, f"{prefix}{name}")
+        return object.__getattribute__(self, name)
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name in self._declared:
-            return getattr(self._params, name)
-        keys = {d.split(".", 1)[1] for d in self._declared if d.startswith(f"{name}.")}
-        if not keys and not getattr(getattr(self._params, name, None), "UNTRACKED", None):
-            raise PipelineError(
-                f"stage '{self._stage}' reads params '{name}' but dvc.yaml does not declare it; add it to the "
-                f"stage's params so DVC re-runs the stage when it changes.")
-        section = getattr(self._params, name)
-        return SectionView(self._stage, name, section, keys | set(getattr(section, "UNTRACKED", ())))
+    guarded = type(cls.__name__, (cls,), {"__getattribute__": __getattribute__, "__module__": cls.__module__,
+                                           "__qualname__": cls.__qualname__})
+    return guarded.model_construct(**{name: getattr(section, name) for name in fields})
 
 
-def stage_params(stage: str, params_path: str | Path = "params.yaml", dvc_path: str | Path = "dvc.yaml") -> StageParams:
+def restrict(params: Params, stage: str, declared: set[str]) -> Params:
+    """`params` as `stage` may read them: whole sections and single keys its dvc.yaml entry lists, plus the
+    UNTRACKED keys of any section (speed only, readable by every stage)."""
+    readable: dict[str, Any] = {}
+    for name in Params.model_fields:
+        value = getattr(params, name)
+        if not isinstance(value, _Section):
+            if name in declared:
+                readable[name] = value
+            continue
+        keys = {d.split(".", 1)[1] for d in declared if d.startswith(f"{name}.")}
+        keys |= set(getattr(value, "UNTRACKED", ()))
+        if name in declared:
+            readable[name] = value
+        elif keys:
+            readable[name] = _restricted(value, keys, stage, f"{name}.")
+    return _restricted(params.model_construct(**{**dict(params), **readable}), set(readable), stage, "")
+
+
+def stage_params(stage: str, params_path: str | Path = "params.yaml", dvc_path: str | Path = "dvc.yaml") -> Params:
     """Validated params for `stage`, restricted to the sections or dotted keys its dvc.yaml entry lists."""
-    params = load_params(params_path)
-    return StageParams(stage, params, declared_params(stage, dvc_path))
+    return restrict(load_params(params_path), stage, declared_params(stage, dvc_path))
 
 
 def declared_params(stage: str, dvc_path: str | Path = "dvc.yaml") -> set[str]:

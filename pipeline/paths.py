@@ -1,18 +1,97 @@
-"""Where each stage writes; dvc.yaml declares the same paths (tests/test_dag.py checks they agree)."""
+"""Where every stage reads and writes: one `Paths` object, relative to the repository (tests pass a temporary one).
+dvc.yaml declares the same paths (tests/test_dag.py checks that they agree)."""
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from pathlib import Path
 
-SYNTHETIC = Path("data/synthetic")
-CAPTIONS_DIR = Path("data/captions")
-CAPTIONS = CAPTIONS_DIR / "captions.parquet"
-TRIPLETS_DIR = Path("data/triplets")
-IMAGE_STORE = Path("data/image_store")
-EMBEDDINGS_DIR = Path("data/embeddings")
-NEGATIVES = Path("data/negatives/train.parquet")
-STAGE1_DIR = Path("models/stage1")
-STAGE2_DIR = Path("models/stage2")
-DVCLIVE_STAGE1 = Path("dvclive/stage1")
-DVCLIVE_STAGE2 = Path("dvclive/stage2")
-EVAL_METRICS = Path("metrics/eval.json")
-RECALL_CURVE = Path("plots/recall_at_k.json")
-SUBMISSIONS = Path("submissions")
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path = Path(".")
+
+    @property
+    def synthetic(self) -> Path:
+        """The demo catalogue, in FashionIQ's layout."""
+        return self.root / "data/synthetic"
+
+    @property
+    def captions_dir(self) -> Path:
+        return self.root / "data/captions"
+
+    @property
+    def captions(self) -> Path:
+        return self.captions_dir / "captions.parquet"
+
+    @property
+    def caption_cache(self) -> Path:
+        """The persistent per-image cache (a DVC output that is never cleaned up)."""
+        return self.captions_dir / "cache.sqlite"
+
+    @property
+    def triplets_dir(self) -> Path:
+        return self.root / "data/triplets"
+
+    def triplets(self, split: str) -> Path:
+        return self.triplets_dir / f"{split}.parquet"
+
+    @property
+    def image_store(self) -> Path:
+        return self.root / "data/image_store"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "data/embeddings"
+
+    @property
+    def image_features(self) -> Path:
+        return self.embeddings_dir / "images.parquet"
+
+    @property
+    def query_features(self) -> Path:
+        return self.embeddings_dir / "queries.parquet"
+
+    @property
+    def negatives_dir(self) -> Path:
+        return self.root / "data/negatives"
+
+    @property
+    def negatives(self) -> Path:
+        """The mined hard negatives of the training triplets."""
+        return self.negatives_dir / "train.parquet"
+
+    @property
+    def stage1_dir(self) -> Path:
+        return self.root / "models/stage1"
+
+    @property
+    def stage2_dir(self) -> Path:
+        return self.root / "models/stage2"
+
+    @property
+    def stage1_live(self) -> Path:
+        """DVCLive's curves of stage 1."""
+        return self.root / "dvclive/stage1"
+
+    @property
+    def stage2_live(self) -> Path:
+        return self.root / "dvclive/stage2"
+
+    @property
+    def eval_metrics(self) -> Path:
+        return self.root / "metrics/eval.json"
+
+    @property
+    def recall_curve(self) -> Path:
+        return self.root / "plots/recall_at_k.json"
+
+    @property
+    def index_dir(self) -> Path:
+        """The gallery's FAISS index and what it holds, for `fashion-cir search` and `serve`."""
+        return self.root / "index"
+
+    @property
+    def submissions(self) -> Path:
+        """CIRR's test-server files (FashionIQ: an index saying there is nothing to submit)."""
+        return self.root / "submissions"

@@ -1,14 +1,14 @@
-"""DVC stage `decode`: every image decoded once into the image store the training and embedding stages read."""
+"""DVC stage `decode`: every image decoded once into the image store the training and embedding stages read
+(pipeline/data/decode.py)."""
 
-from pipeline import paths
 from pipeline.config import stage_params
-from pipeline.data.store import decode_stage
+from pipeline.data import decode
 from pipeline.errors import run_stage
+from pipeline.paths import Paths
 
 
 def main() -> None:
-    params = stage_params("decode")
-    report = decode_stage(params.data, params.model, params.compute.workers, paths.IMAGE_STORE)
+    report = decode.run(stage_params("decode"), Paths())
     print(f"decode: {report['images']} images, {report['undecodable_images']} undecodable"
           + (f", resumed after {report['resumed_from']}" if report["resumed_from"] else ""))
 

@@ -1,15 +1,13 @@
-"""DVC stage `mine`: k FAISS-mined hard negatives per training triplet."""
+"""DVC stage `mine`: k FAISS-mined hard negatives per training triplet (pipeline/negatives/mine.py)."""
 
-from pipeline import paths
 from pipeline.config import stage_params
 from pipeline.errors import run_stage
-from pipeline.mining import mine_stage
+from pipeline.negatives import mine
+from pipeline.paths import Paths
 
 
 def main() -> None:
-    params = stage_params("mine")
-    report = mine_stage(params.negatives, params.seed, paths.EMBEDDINGS_DIR, paths.TRIPLETS_DIR,
-                         paths.CAPTIONS, paths.NEGATIVES)
+    report = mine.run(stage_params("mine"), Paths())
     print(f"mine: {report['triplets']} triplets, {report['mean_negatives']:.1f} negatives each (k={report['k']})")
 
 

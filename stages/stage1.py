@@ -1,18 +1,14 @@
-"""DVC stage `stage1`: semantic warm-up of both towers on attribute-aware captions (torchrun when
-compute.processes > 1)."""
+"""DVC stage `stage1`: semantic warm-up of both towers on attribute-aware captions (pipeline/training/stage1.py;
+under torchrun when compute.processes > 1)."""
 
-from pipeline import paths
 from pipeline.config import stage_params
-from pipeline.device import run_distributed
 from pipeline.errors import run_stage
-from pipeline.warmup import stage1
+from pipeline.paths import Paths
+from pipeline.training import stage1
 
 
 def main() -> None:
-    params = stage_params("stage1")
-    run_distributed(params.compute, "stages.stage1", lambda runtime: stage1(
-        params.model, params.stage1, params.seed, runtime, paths.CAPTIONS, paths.IMAGE_STORE, paths.STAGE1_DIR,
-        paths.DVCLIVE_STAGE1))
+    stage1.run(stage_params("stage1"), Paths())
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
-"""DVC stage `synthesize`: render the demo catalogue in FashionIQ's layout."""
+"""DVC stage `synthesize`: render the demo catalogue in FashionIQ's layout (pipeline/data/synthetic/synthesize.py)."""
 
-from pipeline import paths
 from pipeline.config import stage_params
-from pipeline.data.synthetic.catalogue import write_catalogue
+from pipeline.data.synthetic import synthesize
 from pipeline.errors import run_stage
+from pipeline.paths import Paths
 
 
 def main() -> None:
-    params = stage_params("synthesize")
-    counts = write_catalogue(paths.SYNTHETIC, params.synthetic, params.seed)
-    print(f"synthesize: {counts['images']} images, {counts['pairs']} annotated pairs in {paths.SYNTHETIC}")
+    paths = Paths()
+    counts = synthesize.run(stage_params("synthesize"), paths)
+    print(f"synthesize: {counts['images']} images, {counts['pairs']} annotated pairs in {paths.synthetic}")
 
 
 if __name__ == "__main__":

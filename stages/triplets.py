@@ -1,15 +1,13 @@
-"""DVC stage `triplets`: annotated and generated triplets as Parquet tables."""
+"""DVC stage `triplets`: annotated and generated triplets as Parquet tables (pipeline/triplets/triplets.py)."""
 
-from pipeline import paths
 from pipeline.config import stage_params
 from pipeline.errors import run_stage
-from pipeline.triplets import triplets_stage
+from pipeline.paths import Paths
+from pipeline.triplets import triplets
 
 
 def main() -> None:
-    params = stage_params("triplets")
-    report = triplets_stage(params.data, params.triplets, params.seed, paths.CAPTIONS, paths.TRIPLETS_DIR,
-                            caption=params.caption)
+    report = triplets.run(stage_params("triplets"), Paths())
     print(f"triplets: {report['train_annotated']} annotated + {report['train_generated']} generated train, "
           f"{report['val']} val")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import SyntheticParams
-from pipeline.data.synthetic.catalogue import write_catalogue
+from pipeline.data.synthetic.synthesize import write_catalogue
 
 TINY = SyntheticParams(families_train=4, families_val=3, family_size=3, distractors_val=4, image_size=32)
 REPO = Path(__file__).resolve().parents[1]

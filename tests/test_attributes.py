@@ -1,5 +1,5 @@
-from pipeline.attributes import Attributes, attributes_from_tags
-from pipeline.data.synthetic.catalogue import fashioniq_tags
+from pipeline.captioning.attributes import Attributes, attributes_from_tags
+from pipeline.data.synthetic.synthesize import fashioniq_tags
 
 
 def test_sentence_names_every_attribute():
@@ -26,9 +26,9 @@ def test_unknown_tag_words_become_details():
     assert a.colors == ("red",) and a.pattern == "floral" and a.details == ("chiffon",)
 
 
-def test_differing_fields():
+def test_changed_fields_are_the_known_ones_that_differ():
     a = Attributes("dress", colors=("red",), pattern="solid", sleeves="short sleeves", neckline="v-neck",
                    length="mini")
     b = Attributes("dress", colors=("blue",), pattern="solid", sleeves="long sleeves", neckline="v-neck",
-                   length="mini")
-    assert a.differing_fields(b) == ["color", "sleeves"]
+                   length=None)
+    assert a.changed_fields(b) == ["color", "sleeves"]  # length unknown on b: never claimed as a change

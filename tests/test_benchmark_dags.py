@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import paths
 from pipeline.config import ModelParams
-from pipeline.metrics import CIRR_KS, CIRR_SUBSET_KS
-from pipeline.models import create_clip
+from pipeline.evaluation.metrics import CIRR_KS, CIRR_SUBSET_KS
+from pipeline.models.clip import create_clip
+from pipeline.paths import Paths
 from tests.support.benchmark_layouts import cirr_download, fashioniq_download
 from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, tiny_copy
 
@@ -37,7 +37,7 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
     result = run(["dvc", "repro"], root)
     assert ran(result.stdout) == ALL_STAGES
 
-    metrics = json.loads((root / paths.EVAL_METRICS).read_text())
+    metrics = json.loads(Paths(root).eval_metrics.read_text())
     assert set(metrics) == {"dress", "toptee", "average"}
     assert 0 <= metrics["average"]["R@10"] <= metrics["average"]["R@50"] <= 100
     captioned = json.loads((root / "data/captions/report.json").read_text())
@@ -45,8 +45,8 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
     for key, count in absent.items():  # dead links: counted, their pairs dropped, the run goes on
         assert captioned["missing"][f"{key}.images_missing"] == count
     assert sum(dropped[f"{key}.pairs_dropped"] for key in absent) > 0
-    assert json.loads((root / paths.STAGE1_DIR / "model.json").read_text())["target_ratio"] == 1.25
-    assert json.loads((root / paths.SUBMISSIONS / "index.json").read_text())["files"] == []
+    assert json.loads((Paths(root).stage1_dir / "model.json").read_text())["target_ratio"] == 1.25
+    assert json.loads((Paths(root).submissions / "index.json").read_text())["files"] == []
 
 
 def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_path: Path, tiny_catalogue: Path):
@@ -58,14 +58,14 @@ def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_pat
     result = run(["dvc", "repro"], root)
     assert ran(result.stdout) == ALL_STAGES
 
-    metrics = json.loads((root / paths.EVAL_METRICS).read_text())
+    metrics = json.loads(Paths(root).eval_metrics.read_text())
     assert list(metrics) == [*(f"R@{k}" for k in CIRR_KS), *(f"Rsubset@{k}" for k in CIRR_SUBSET_KS), "mean"]
     assert metrics["mean"] == pytest.approx((metrics["R@5"] + metrics["Rsubset@1"]) / 2, abs=1e-3)
 
     test1 = {str(e["pairid"]): e for e in json.loads((annotations / "captions/cap.rc2.test1.json").read_text())}
     gallery = json.loads((annotations / "image_splits/split.rc2.test1.json").read_text())
-    recall = json.loads((root / paths.SUBMISSIONS / "cirr-test1-recall.json").read_text())
-    subset = json.loads((root / paths.SUBMISSIONS / "cirr-test1-recall_subset.json").read_text())
+    recall = json.loads((Paths(root).submissions / "cirr-test1-recall.json").read_text())
+    subset = json.loads((Paths(root).submissions / "cirr-test1-recall_subset.json").read_text())
     assert (recall.pop("version"), recall.pop("metric")) == ("rc2", "recall")
     assert (subset.pop("version"), subset.pop("metric")) == ("rc2", "recall_subset")
     assert set(recall) == set(subset) == set(test1)

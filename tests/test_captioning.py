@@ -5,8 +5,8 @@ import pytest
 
 from pipeline.captioning.base import Caption, CaptionFailure, ImageToCaption
 from pipeline.captioning.cache import CaptionCache
+from pipeline.captioning.caption import caption_images
 from pipeline.captioning.catalog import CatalogCaptioner
-from pipeline.captioning.run import caption_images
 from pipeline.data.fashioniq import FashionIQ
 
 

@@ -27,7 +27,7 @@ def test_reads_clip4cirs_layout_with_images_beside_the_annotations(tiny_cirr):
     assert list(pairs.columns) == PAIR_COLUMNS
     assert (pairs["caption2"] == "").all() and pairs["pair_id"].is_unique
     assert all(len(members) == 6 and c in members and t in members
-               for members, c, t in zip(pairs["subset"], pairs["candidate"], pairs["target"]))
+               for members, c, t in zip(pairs["subset"], pairs["reference"], pairs["target"]))
     assert dataset.missing == {"val.images_missing": 0, "val.pairs_dropped": 0}
 
 

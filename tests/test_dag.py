@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import paths
-from pipeline.config import NegativesParams
-from pipeline.mining import mine_stage
-from pipeline.models import load_checkpoint, tokenizer_for
+from pipeline.config import NegativesParams, Params
+from pipeline.models.clip import load_checkpoint, tokenizer_for
+from pipeline.negatives import mine
+from pipeline.paths import Paths
 from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, set_params, tiny_copy
 from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
 
@@ -33,13 +33,13 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_repro_writes_metrics_in_the_contract_schema(tiny_repo: Path):
-    metrics = json.loads((tiny_repo / paths.EVAL_METRICS).read_text())
+    metrics = json.loads(Paths(tiny_repo).eval_metrics.read_text())
     assert set(metrics) == {"dress", "shirt", "toptee", "average"}
     for category in ("dress", "shirt", "toptee"):
         assert set(metrics[category]) == {"R@10", "R@50"}
         assert 0 <= metrics[category]["R@10"] <= metrics[category]["R@50"] <= 100
     assert set(metrics["average"]) == {"R@10", "R@50", "mean"}
-    curve = json.loads((tiny_repo / paths.RECALL_CURVE).read_text())
+    curve = json.loads(Paths(tiny_repo).recall_curve.read_text())
     assert [row["k"] for row in curve] == sorted(row["k"] for row in curve)
     for live in ("dvclive/stage1", "dvclive/stage2"):
         assert (tiny_repo / live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
@@ -65,7 +65,7 @@ def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
 
 
 def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path):
-    model = tiny_repo / paths.STAGE2_DIR / "model.pt"
+    model = Paths(tiny_repo).stage2_dir / "model.pt"
     before = model.stat().st_mtime
     params = (tiny_repo / "params.yaml").read_text()
     try:
@@ -82,19 +82,21 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
 def test_mining_with_same_caption_never_returns_an_attribute_twin(tiny_repo: Path, tmp_path: Path):
     """The mine stage on the tiny run's features, with captions rewritten to two kinds so that about half of every
     gallery twins each target: the default rule mines twins, `same_caption` none, and still k per triplet."""
-    captions = pd.read_parquet(tiny_repo / paths.CAPTIONS)
+    captions = pd.read_parquet(Paths(tiny_repo).captions)
     kind = {name: i % 2 for i, name in enumerate(sorted(set(captions["name"])))}
     captions["caption"] = captions["name"].map(lambda name: ["a red dress", "a blue dress"][kind[name]])
-    captions.to_parquet(tmp_path / "captions.parquet")
-    triplets = pd.read_parquet(tiny_repo / paths.TRIPLETS_DIR / "train.parquet")
+    triplets = pd.read_parquet(Paths(tiny_repo).triplets("train"))
     target_of = dict(zip(triplets["triplet_id"], triplets["target"], strict=True))
 
     def twins_mined(rule: str) -> int:
-        out = tmp_path / rule / "train.parquet"
-        report = mine_stage(NegativesParams(k=4, false_negatives=rule), 0, tiny_repo / paths.EMBEDDINGS_DIR,
-                            tiny_repo / paths.TRIPLETS_DIR, tmp_path / "captions.parquet", out)
+        paths = Paths(tmp_path / rule)
+        for folder in ("data/embeddings", "data/triplets"):
+            shutil.copytree(tiny_repo / folder, paths.root / folder)
+        paths.captions_dir.mkdir(parents=True)
+        captions.to_parquet(paths.captions)
+        report = mine.run(Params(negatives=NegativesParams(k=4, false_negatives=rule)), paths)
         assert report["short_of_k"] == 0
-        negatives = pd.read_parquet(out)
+        negatives = pd.read_parquet(paths.negatives)
         return sum(kind[name] == kind[target_of[triplet]]
                    for triplet, names in zip(negatives["triplet_id"], negatives["negatives"], strict=True)
                    for name in names)
@@ -130,7 +132,7 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
     # target-anchored negatives), while the two stage-2 epochs here move them by about 0.17.
     pixels = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
     tokens = tokenizer_for("fciq-tiny")(["a red dress", "is blue with long sleeves", "has dots", "", "x", "shirt"])
-    for stage in (paths.STAGE1_DIR, paths.STAGE2_DIR):
+    for stage in ("models/stage1", "models/stage2"):
         single, distributed = load_checkpoint(reference / stage).eval(), load_checkpoint(root / stage).eval()
         with torch.no_grad():
             for a, b in ((single.encode_images(pixels), distributed.encode_images(pixels)),
@@ -154,7 +156,7 @@ def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_ll
     assert report["captioner"]["backend"] == "vllm" and report["captioner"]["versions"]["vllm"].startswith("0.")
     assert report["captioned"] > 0 and report["captioned"] + report.get("failed", 0) == report["images"]
     assert report["captioner"]["completion_tokens"] > 0
-    assert json.loads((root / paths.EVAL_METRICS).read_text())["average"]["mean"] >= 0
+    assert json.loads(Paths(root).eval_metrics.read_text())["average"]["mean"] >= 0
 
     # Where and how fast the server runs is not tracked: changing it re-runs nothing, and starts no server.
     set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import device
-from pipeline.distributed import World, launch
+from pipeline import runtime
 from pipeline.errors import PipelineError
+from pipeline.training.distributed import World, launch
 
 
 def test_shards_cover_the_global_batch_in_order_with_equal_sizes():
@@ -30,8 +30,8 @@ def test_one_process_is_not_relaunched(monkeypatch):
 
 
 def test_more_processes_than_gpus_is_one_sentence(monkeypatch):
-    monkeypatch.setattr(device, "compute_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(runtime, "compute_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     message = "compute.processes = 2 asks for one process per GPU, but this machine has 1"
     with pytest.raises(PipelineError, match=message):
-        device.run_distributed(SimpleNamespace(processes=2), "stages.stage1", lambda runtime: None)
+        runtime.run_distributed(SimpleNamespace(processes=2), "stages.stage1", lambda runtime: None)

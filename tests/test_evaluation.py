@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pipeline.config import ModelParams
-from pipeline.evaluation import QuerySet, Ranking, cirr_metrics, cirr_submissions, fashioniq_metrics, headline
-from pipeline.models import create_model, tokenizer_for
+from pipeline.evaluation.protocols import QuerySet, Ranking, cirr_metrics, cirr_submissions, fashioniq_metrics, headline
+from pipeline.models.clip import create_model, tokenizer_for
 
 NAMES = np.array(["a", "b", "c", "d", "e", "f", "g"])
 
@@ -64,7 +64,7 @@ def test_query_set_ranks_each_category_against_its_own_gallery():
     # use its own gallery columns.
     gallery = pd.DataFrame({"name": ["x", "y", "z", "x", "w"], "category": ["shirt", "shirt", "shirt", "toptee",
                                                                           "toptee"]})
-    triplets = pd.DataFrame({"category": ["shirt", "toptee"], "candidate": ["x", "w"], "target": ["z", "x"],
+    triplets = pd.DataFrame({"category": ["shirt", "toptee"], "reference": ["x", "w"], "target": ["z", "x"],
                              "caption1": ["is red", "is blue"], "caption2": ["", ""],
                              "query_text": ["Is red", "Is blue"], "subset": [[], []]})
     queries = QuerySet(gallery, triplets)

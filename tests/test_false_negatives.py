@@ -3,16 +3,13 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.false_negatives import answer_groups
+from pipeline.negatives.false_negatives import answer_groups
 
 
 @pytest.fixture
-def captions(tmp_path):
-    path = tmp_path / "captions.parquet"
-    pd.DataFrame({"category": ["dress", "dress", "dress", "shirt", "shirt"], "name": ["a", "b", "c", "d", "a"],
-                  "caption": ["a red dress", "a blue dress", "a red dress", "a blue shirt", "a red shirt"]}
-                 ).to_parquet(path)
-    return path
+def captions():
+    return pd.DataFrame({"category": ["dress", "dress", "dress", "shirt", "shirt"], "name": ["a", "b", "c", "d", "a"],
+                         "caption": ["a red dress", "a blue dress", "a red dress", "a blue shirt", "a red shirt"]})
 
 
 def _images(*keys: str) -> pd.DataFrame:
@@ -32,13 +29,12 @@ def test_images_with_identical_captions_share_a_group(captions):
 def test_an_image_without_a_caption_is_one_sentence(captions):
     with pytest.raises(PipelineError, match=r"no caption for image 'd' \(1 missing\)"):
         answer_groups(_images("dress/a", "dress/d"), "same_caption", captions)
-    assert np.array_equal(answer_groups(_images("dress/zz"), "target", captions), [0])  # reads no captions
+    assert np.array_equal(answer_groups(_images("dress/zz"), "target", captions), [0])  # needs no captions
 
 
-def test_empty_captions_make_no_twins(tmp_path):
-    path = tmp_path / "captions.parquet"
-    pd.DataFrame({"category": ["dress"] * 4, "name": ["a", "b", "c", "d"],
-                  "caption": ["", " ", "a red dress", "a red dress"]}).to_parquet(path)
-    groups = answer_groups(_images("dress/a", "dress/b", "dress/c", "dress/d"), "same_caption", path)
+def test_empty_captions_make_no_twins():
+    captions = pd.DataFrame({"category": ["dress"] * 4, "name": ["a", "b", "c", "d"],
+                             "caption": ["", " ", "a red dress", "a red dress"]})
+    groups = answer_groups(_images("dress/a", "dress/b", "dress/c", "dress/d"), "same_caption", captions)
     assert groups[2] == groups[3]
     assert len({groups[0], groups[1], groups[2]}) == 3

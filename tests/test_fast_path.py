@@ -11,10 +11,11 @@ from PIL import Image
 
 from pipeline.config import ModelParams, TrainParams
 from pipeline.data.store import ImageStore, StoredPixels, build_store
-from pipeline.device import Runtime
-from pipeline.models import create_model, image_loader, preprocessing, tokenizer_for
-from pipeline.train import train
-from pipeline.warmup import caption_alignment_loss, trained_parameters
+from pipeline.models.clip import create_model, tokenizer_for
+from pipeline.models.preprocessing import image_loader, preprocessing
+from pipeline.runtime import Runtime
+from pipeline.training.loop import train
+from pipeline.training.stage1 import caption_alignment_loss, trained_parameters
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))

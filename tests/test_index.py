@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.index import build_index, mine_hard_negatives
+from pipeline.negatives.hard import mine_hard_negatives
+from pipeline.search.faiss_index import build_index
 
 
 def _unit(x):
@@ -38,7 +39,7 @@ def test_near_duplicates_of_the_target_are_skipped():
 def test_candidates_in_the_targets_group_are_skipped():
     gallery = _unit(np.array([[1, 0], [0.9, 0.1], [0.5, 0.5], [0, 1], [-1, 0]], dtype=np.float32))
     groups = np.array([7, 7, 3, 4, 5])  # row 1 is an attribute twin of the target (row 0)
-    found, _ = mine_hard_negatives(gallery[[0]], gallery, np.array([0]), k=2, kind="flat", groups=groups)
+    found, _ = mine_hard_negatives(gallery[[0]], gallery, np.array([0]), k=2, kind="flat", answer_groups=groups)
     assert found.tolist() == [[2, 3]]
 
 
@@ -61,7 +62,7 @@ def test_unknown_index_kind_is_one_sentence():
 
 
 def test_mining_anchors_on_the_composed_query_or_on_the_target():
-    from pipeline.mining import mining_queries
+    from pipeline.negatives.hard import mining_queries
 
     reference, text, target = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[0.6, 0.8]])
     assert np.allclose(mining_queries("query", reference, text, target), [[2 ** -0.5, 2 ** -0.5]])

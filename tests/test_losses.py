@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import clip_loss, composed_retrieval_loss
+from pipeline.training.losses import clip_loss, composed_retrieval_loss
 
 
 def test_clip_loss_hand_computed():
@@ -45,11 +45,12 @@ def test_composed_loss_never_contrasts_a_query_with_its_targets_group():
     # rows 0 and 2 are attribute twins (one group), as are 1 and 3; each query's hard and static negatives and its
     # in-batch neighbour are then either its twin (masked) or the other group (score 0)
     twins = torch.tensor([0, 1, 0, 1])
-    loss = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0, group=twins)
+    loss = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0, answer_group=twins)
     e = math.e
     expected = (-math.log(e / (e + 2)) - math.log(e / (e + 1))) / 2
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    own_rows = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0, group=torch.arange(4))
+    own_rows = composed_retrieval_loss(query, bank, target, hard, static, temperature=1.0,
+                                       answer_group=torch.arange(4))
     assert own_rows.item() == pytest.approx(composed_retrieval_loss(query, bank, target, hard, static, 1.0).item())
     assert own_rows.item() > loss.item()
 
@@ -80,7 +81,7 @@ def test_the_static_bank_holds_each_training_image_once():
     # "x" is a shirt and a toptee, and also in val: one bank row, taken from the train split.
     import pandas as pd
 
-    from pipeline.retrieval import bank_rows
+    from pipeline.training.stage2 import bank_rows
 
     images = pd.DataFrame({"name": ["x", "y", "x", "x", "z"], "split": ["val", "train", "train", "train", "train"],
                            "category": ["shirt", "shirt", "shirt", "toptee", "toptee"]})

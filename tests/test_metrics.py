@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from pipeline.metrics import MISSED, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k
+from pipeline.evaluation.metrics import MISSED, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k
 
 
 def test_ranks_and_recall_on_hand_made_scores():

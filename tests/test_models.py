@@ -1,13 +1,13 @@
 import open_clip
 import pytest
 import torch
+from open_clip.transformer import QuickGELU
 
 from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
-from open_clip.transformer import QuickGELU
-
-from pipeline.models import (RetrievalModel, create_clip, create_model, image_loader, load_checkpoint, preprocessing,
-                             save_checkpoint, tokenizer_for)
+from pipeline.models.clip import create_clip, create_model, load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.models.preprocessing import image_loader, preprocessing
+from pipeline.models.retrieval import RetrievalModel
 
 TINY = ModelParams(arch="fciq-tiny", pretrained="")
 
@@ -87,7 +87,7 @@ def test_targetpad_pads_elongated_images_to_the_target_ratio_only(size, padded):
     # so its computed padding is zero.
     from PIL import Image
 
-    from pipeline.models import TargetPad
+    from pipeline.models.preprocessing import TargetPad
 
     image = Image.new("RGB", size, (255, 255, 255))
     out = TargetPad(1.25)(image)
@@ -115,7 +115,7 @@ def test_targetpad_is_kept_by_the_checkpoint_and_used_by_the_loader(tmp_path):
 
 
 def test_openai_tags_get_the_activation_they_were_trained_with():
-    from pipeline.models import tag_needs_quick_gelu
+    from pipeline.models.clip import tag_needs_quick_gelu
 
     assert tag_needs_quick_gelu("ViT-B-32", "openai")
     assert not tag_needs_quick_gelu("ViT-B-32", "laion2b_s34b_b79k")

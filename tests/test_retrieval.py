@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ModelParams, NegativesParams, Stage2Params
-from pipeline.device import Runtime
-from pipeline.models import create_model, tokenizer_for
-from pipeline.retrieval import HardNegatives, StaticBank
+from pipeline.models.clip import create_model, tokenizer_for
+from pipeline.runtime import Runtime
+from pipeline.training.stage2 import HardNegatives, StaticBank
 
 TEXTS = ["is red", "has long sleeves", "is shorter", "has a v-neck", "is striped", "is navy and sleeveless"]
 
@@ -46,7 +46,7 @@ def test_refreshed_negatives_skip_the_targets_attribute_twins():
     model.eval()
     with torch.no_grad():
         scores = model.compose(bank.features[bank.reference], model.encode_texts(tokens)) @ bank.features.T
-    scores[bank.group[None, :] == bank.group[bank.target][:, None]] = float("-inf")  # the target and its twin
+    scores[bank.answer_group[None, :] == bank.answer_group[bank.target][:, None]] = float("-inf")  # the target and its twin
     assert torch.equal(mined, scores.topk(3).indices)
     assert not (mined == (bank.target + 20)[:, None]).any()
 

@@ -27,11 +27,25 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
+def _type_checking_blocks(tree: ast.Module) -> set[ast.AST]:
+    """The nodes under `if TYPE_CHECKING:`: imports for annotations only, which never run."""
+    skipped: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.body:
+                skipped.update(ast.walk(child))
+    return skipped
+
+
 def _imported_modules(path: Path) -> set[str]:
     """Every pipeline module `path` imports, at module level or inside a function (a lazily imported backend runs
-    too), with the packages that importing it executes."""
+    too), with the packages that importing it executes; imports under `if TYPE_CHECKING:` never run."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skipped = _type_checking_blocks(tree)
+    for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -80,3 +94,10 @@ def test_every_python_dep_of_a_stage_is_run_by_it(stage: str):
 def test_the_walk_follows_lazy_imports_through_packages():
     code = code_run_by(REPO / "stages" / "caption.py")
     assert {"pipeline/captioning/__init__.py", "pipeline/captioning/hf.py", "pipeline/data/fashioniq.py"} <= code
+
+
+def test_imports_for_annotations_only_are_not_deps(tmp_path: Path):
+    module = tmp_path / "module.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipeline.models.retrieval import "
+                      "RetrievalModel\nfrom pipeline.errors import PipelineError\n")
+    assert _imported_modules(module) == {"pipeline", "pipeline.errors", "pipeline.errors.PipelineError"}

@@ -9,7 +9,8 @@ from pipeline.config import ModelParams
 from pipeline.data import store as store_module
 from pipeline.data.store import ImageStore, StoredPixels, build_store, decode_file
 from pipeline.errors import PipelineError
-from pipeline.models import create_model, image_loader, input_preprocessing, preprocessing
+from pipeline.models.clip import create_model, input_preprocessing
+from pipeline.models.preprocessing import image_loader, preprocessing
 
 TINY = ModelParams(arch="fciq-tiny", pretrained="")
 

@@ -3,9 +3,9 @@ import json
 
 import numpy as np
 
-from pipeline.attributes import CATEGORIES, attributes_from_tags
+from pipeline.captioning.attributes import CATEGORIES, attributes_from_tags
 from pipeline.data.synthetic.annotate import relative_captions
-from pipeline.data.synthetic.catalogue import generate, mutate, random_attributes, write_catalogue
+from pipeline.data.synthetic.synthesize import generate, mutate, random_attributes, write_catalogue
 from tests.conftest import TINY
 
 
@@ -44,7 +44,7 @@ def test_pairs_differ_in_one_to_three_attributes(tiny_catalogue):
     images, pairs = generate(TINY, seed=3)
     by_name = {im.name: im.attributes for im in images}
     for pair in pairs:
-        n = len(by_name[pair.candidate].differing_fields(by_name[pair.target]))
+        n = len(by_name[pair.reference].changed_fields(by_name[pair.target]))
         assert 1 <= n <= 4  # up to three changes; a pattern change also changes the accent colour
 
 
@@ -62,7 +62,7 @@ def test_relative_captions_mention_each_change():
         other = mutate(base, rng)
         captions = relative_captions(base, other, rng)
         assert len(captions) == 2 and all(c.strip() for c in captions)
-        if base.color != other.color and "pattern" not in base.differing_fields(other):
+        if base.color != other.color and "pattern" not in base.changed_fields(other):
             text = " ".join(captions)
             assert other.color in text or "darker" in text or "lighter" in text
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.train import epoch_batches, steps_per_epoch, warmup_cosine
+from pipeline.training.loop import epoch_batches, steps_per_epoch, warmup_cosine
 
 
 def test_batches_cover_every_example_once_and_drop_singletons():
@@ -24,21 +24,21 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     # CIRR with the catalog backend: no attribute tags, so every caption is empty.
     import pandas as pd
 
-    from pipeline.config import ModelParams, TrainParams
-    from pipeline.device import Runtime
+    from pipeline.config import Params, TrainParams
     from pipeline.errors import PipelineError
-    from pipeline.warmup import stage1
+    from pipeline.paths import Paths
+    from pipeline.runtime import Runtime
+    from pipeline.training.stage1 import train_stage1
 
-    captions = tmp_path / "captions.parquet"
+    paths = Paths(tmp_path)
+    paths.captions_dir.mkdir(parents=True)
     pd.DataFrame({"name": ["a", "b"], "category": ["cirr"] * 2, "split": ["train"] * 2, "path": ["x", "y"],
-                  "caption": ["", ""]}).to_parquet(captions)
+                  "caption": ["", ""]}).to_parquet(paths.captions)
     with pytest.raises(PipelineError, match="has no train image with a caption.*set stage1.epochs: 0"):
-        stage1(ModelParams(), TrainParams(epochs=1), 0, Runtime(), captions, tmp_path / "store", tmp_path / "out",
-               tmp_path / "live")
-    assert not (tmp_path / "out").exists()
-    stage1(ModelParams(), TrainParams(epochs=0), 0, Runtime(), captions, tmp_path / "store", tmp_path / "out",
-           tmp_path / "live")  # no store needed either
-    assert (tmp_path / "out" / "model.pt").is_file()  # epochs 0: the base model is the checkpoint
+        train_stage1(Params(stage1=TrainParams(epochs=1)), Runtime(), paths)
+    assert not paths.stage1_dir.exists()
+    train_stage1(Params(stage1=TrainParams(epochs=0)), Runtime(), paths)  # no image store needed either
+    assert (paths.stage1_dir / "model.pt").is_file()  # epochs 0: the base model is the checkpoint
 
 
 def test_the_loop_tells_the_loss_which_epoch_it_is_in(tmp_path):
@@ -46,7 +46,7 @@ def test_the_loop_tells_the_loss_which_epoch_it_is_in(tmp_path):
     import torch
 
     from pipeline.config import TrainParams
-    from pipeline.train import open_live, train
+    from pipeline.training.loop import open_live, train
 
     weight = torch.nn.Parameter(torch.ones(3))
     seen = []

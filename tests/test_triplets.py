@@ -3,9 +3,10 @@ import json
 import numpy as np
 import pandas as pd
 
-from pipeline.attributes import Attributes
-from pipeline.query_text import relative_text, training_relative_texts
-from pipeline.triplets import annotated_triplets, generated_triplets
+from pipeline.captioning.attributes import Attributes
+from pipeline.triplets.generated import generated_triplets
+from pipeline.triplets.query_text import relative_text, training_relative_texts
+from pipeline.triplets.triplets import annotated_triplets
 
 
 def test_validation_join_matches_clip4cir():
@@ -29,15 +30,15 @@ def test_annotated_triplets_append_the_reference_prompt_and_drop_uncaptioned_pai
     blue = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves")
     captions = _captions([("a", "dress", red), ("b", "dress", blue)])
     pairs = _pairs([("dress", "a", "b", "is blue", "is darker"), ("dress", "a", "corrupt", "x", "y")])
-    table = annotated_triplets(pairs, captions, use_reference_prompt=True)
-    assert len(table) == 1
+    table, dropped = annotated_triplets(pairs, captions, use_reference_prompt=True)
+    assert len(table) == 1 and dropped == 1
     assert table.loc[0, "query_text"] == "Is blue and is darker. a red dress with short sleeves"
     assert table.loc[0, "pair_id"] == "p0"
-    assert annotated_triplets(pairs, captions, False).loc[0, "query_text"] == "Is blue and is darker"
+    assert annotated_triplets(pairs, captions, False)[0].loc[0, "query_text"] == "Is blue and is darker"
 
 
 def _pairs(rows):
-    return pd.DataFrame([{"category": c, "split": "train", "pair_id": f"p{i}", "candidate": a, "target": b,
+    return pd.DataFrame([{"category": c, "split": "train", "pair_id": f"p{i}", "reference": a, "target": b,
                           "caption1": c1, "caption2": c2, "subset": []} for i, (c, a, b, c1, c2) in enumerate(rows)])
 
 
@@ -48,14 +49,14 @@ def test_an_image_in_two_categories_gets_each_categorys_caption():
     blue = Attributes("toptee", colors=("blue",), sleeves="long sleeves")
     captions = _captions([("x", "shirt", as_shirt), ("x", "toptee", as_top), ("y", "toptee", blue),
                           ("y", "shirt", blue)])
-    table = annotated_triplets(_pairs([("shirt", "x", "y", "is blue", ""), ("toptee", "x", "y", "is blue", "")]),
-                               captions, use_reference_prompt=True)
+    table, _ = annotated_triplets(_pairs([("shirt", "x", "y", "is blue", ""), ("toptee", "x", "y", "is blue", "")]),
+                                  captions, use_reference_prompt=True)
     assert table["reference_caption"].tolist() == ["a red shirt with long sleeves", "a red top with long sleeves"]
 
 
 def test_a_hidden_target_keeps_the_pair():
     red = Attributes("dress", colors=("red",))
-    table = annotated_triplets(_pairs([("dress", "a", "", "is blue", "")]), _captions([("a", "dress", red)]), True)
+    table, _ = annotated_triplets(_pairs([("dress", "a", "", "is blue", "")]), _captions([("a", "dress", red)]), True)
     assert len(table) == 1 and table.loc[0, "target_caption"] == ""
 
 
@@ -71,20 +72,19 @@ def test_generated_triplets_differ_in_few_fields_and_skip_annotated_pairs():
     table = generated_triplets(captions, 6, 1, set(exclude), True, rng)
     assert 0 < len(table) <= 6
     for row in table.itertuples():
-        assert (row.candidate, row.target) not in exclude
-        assert len(attrs[row.candidate].differing_fields(attrs[row.target])) == 1
+        assert (row.reference, row.target) not in exclude
+        assert len(attrs[row.reference].changed_fields(attrs[row.target])) == 1
         assert row.caption1 != row.caption2
-        assert row.query_text.endswith(attrs[row.candidate].sentence())
-    assert len(set(zip(table.candidate, table.target))) == len(table)
+        assert row.query_text.endswith(attrs[row.reference].sentence())
+    assert len(set(zip(table.reference, table.target))) == len(table)
 
 
 def test_llm_phrasing_request_names_both_garments_and_what_changes():
-    from pipeline.phrasing import Phrasings, phrasing_messages
-    from pipeline.triplets import changed_fields
+    from pipeline.triplets.phrasing import Phrasings, phrasing_messages
 
     reference = Attributes("dress", colors=("red",), pattern="solid", sleeves="long sleeves", length="mini")
     target = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves", length=None)
-    fields = changed_fields(reference, target)
+    fields = reference.changed_fields(target)
     assert fields == ["color", "sleeves"]  # length is unknown on the target: never claimed as a change
     text = phrasing_messages(reference, target, fields)[0]["content"]
     assert '"red"' in text and '"blue"' in text and "They differ in: color, sleeves." in text

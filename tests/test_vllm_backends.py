@@ -18,8 +18,8 @@ import pytest
 
 from pipeline.captioning.base import Caption, ImageToCaption
 from pipeline.captioning.cache import CaptionCache
+from pipeline.captioning.caption import caption_images
 from pipeline.captioning.hf import TransformersCaptioner
-from pipeline.captioning.run import caption_images
 from pipeline.captioning.vllm_client import VLLMServerCaptioner
 from pipeline.captioning.vllm_server import check_serves, free_port, launch, running_server, stop
 from pipeline.config import CaptionParams

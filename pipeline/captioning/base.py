@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.attributes import Attributes
+from pipeline.captioning.attributes import Attributes
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from pipeline.attributes import Attributes
+from pipeline.captioning.attributes import Attributes
 from pipeline.captioning.base import Caption
 
 

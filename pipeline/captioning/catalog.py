@@ -6,8 +6,8 @@ upper bound that MLLM backends are compared against.
 
 from __future__ import annotations
 
-from pipeline.attributes import Attributes, attributes_from_tags
-from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
+from pipeline.captioning.attributes import Attributes, attributes_from_tags
+from pipeline.captioning.base import Caption, Captioner, CaptionFailure, ImageToCaption
 
 
 class CatalogCaptioner(Captioner):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
+from pipeline.captioning.base import Caption, Captioner, CaptionFailure, ImageToCaption
 from pipeline.captioning.schema import MalformedOutput, json_schema, parse_answer, prompt, prompt_version
 from pipeline.config import CaptionParams
 

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.attributes import CATEGORIES, COLORS, LENGTHS, NECKLINES, PATTERNS, SLEEVES, Attributes
+from pipeline.captioning.attributes import CATEGORIES, COLORS, LENGTHS, NECKLINES, PATTERNS, SLEEVES, Attributes
 
 MATERIALS = ("cotton", "denim", "lace", "leather", "silk", "satin", "chiffon", "knit", "jersey", "linen", "wool",
              "velvet", "sequined", "polyester")

@@ -4,7 +4,7 @@ Both readers give the same tables, so everything downstream (captioning, triplet
 dataset-agnostic; only evaluation and stage 2's validation ask which protocol to score with (`data.source`).
 
     images(split) -> name, category, split, path        (one row per image of the split; missing files dropped)
-    pairs(split)  -> category, split, pair_id, candidate, target, caption1, caption2, subset
+    pairs(split)  -> category, split, pair_id, reference, target, caption1, caption2, subset
     tags(split)   -> {name: [attribute words]}          (empty where the dataset ships none)
     missing       -> what was dropped and why, for the stage reports
     splits        -> the splits the pipeline reads: train, val and, where a public server scores hidden
@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.config import DataParams
 
 IMAGE_COLUMNS = ["name", "category", "split", "path"]
-PAIR_COLUMNS = ["category", "split", "pair_id", "candidate", "target", "caption1", "caption2", "subset"]
+PAIR_COLUMNS = ["category", "split", "pair_id", "reference", "target", "caption1", "caption2", "subset"]
 
 
 class Dataset(Protocol):

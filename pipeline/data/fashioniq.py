@@ -77,7 +77,7 @@ class FashionIQ:
         return pd.DataFrame(rows, columns=IMAGE_COLUMNS)
 
     def pairs(self, split: str) -> pd.DataFrame:
-        """Annotated pairs (PAIR_COLUMNS); pair_id is '<category>.<split>.<index in the file>', subset is empty.
+        """Annotated pairs (PAIR_COLUMNS; FashionIQ calls the reference "candidate"); pair_id is '<category>.<split>.<index in the file>', subset is empty.
 
         Pairs whose reference or target image is missing are dropped and counted.
         """
@@ -87,15 +87,15 @@ class FashionIQ:
             dropped = 0
             for i, entry in enumerate(entries):  # type: ignore[arg-type]
                 try:
-                    candidate, target, captions = entry["candidate"], entry["target"], entry["captions"]
+                    reference, target, captions = entry["candidate"], entry["target"], entry["captions"]
                 except (KeyError, TypeError):
                     raise PipelineError(f"captions/cap.{category}.{split}.json entry {i} lacks 'candidate', "
                                         f"'target' or 'captions'.") from None
-                if candidate not in self.image_paths or target not in self.image_paths:
+                if reference not in self.image_paths or target not in self.image_paths:
                     dropped += 1
                     continue
                 first, second = (list(captions) + ["", ""])[:2]
-                rows.append((category, split, f"{category}.{split}.{i}", candidate, target, first.strip(),
+                rows.append((category, split, f"{category}.{split}.{i}", reference, target, first.strip(),
                              second.strip(), []))
             self.missing[f"{category}.{split}.pairs_dropped"] = dropped
         return pd.DataFrame(rows, columns=PAIR_COLUMNS)

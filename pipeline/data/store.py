@@ -29,11 +29,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.config import DataParams, ModelParams
-from pipeline.data import open_dataset
+from pipeline.data.images import open_rgb
 from pipeline.errors import PipelineError
 from pipeline.io import write_json, write_parquet
-from pipeline.models import image_loader, input_preprocessing
 
 Loader = Callable[[Image.Image], torch.Tensor]
 BATCH = 64    # images per DataLoader batch
@@ -41,12 +39,9 @@ CHUNK = 2048  # images between progress records
 
 
 def decode_file(path: str, loader: Loader) -> torch.Tensor | None:
-    """uint8 [3, H, W], or None for a file Pillow cannot read (Pillow raises many types; all mean "skip it")."""
-    try:
-        with Image.open(path) as image:
-            return loader(image.convert("RGB"))
-    except Exception:
-        return None
+    """uint8 [3, H, W], or None for a file Pillow cannot read."""
+    image = open_rgb(path)
+    return None if image is None else loader(image)
 
 
 class _Files(torch.utils.data.Dataset):
@@ -188,11 +183,3 @@ class StoredPixels:
         if self.device.type == "cuda":
             return batch.pin_memory().to(self.device, non_blocking=True)
         return batch
-
-
-def decode_stage(data: DataParams, model: ModelParams, workers: int, out_dir: Path) -> dict[str, int]:
-    """The `decode` stage: every image of every split `data` names, prepared as the model `model` names expects."""
-    dataset = open_dataset(data)
-    paths = pd.concat([dataset.images(split) for split in dataset.splits], ignore_index=True)["path"].tolist()
-    preprocess = input_preprocessing(model)
-    return build_store(paths, image_loader(preprocess), preprocess, out_dir, workers)

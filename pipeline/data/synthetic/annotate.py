@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.attributes import LENGTHS_BY_CATEGORY, PATTERN_NOUNS, Attributes
+from pipeline.captioning.attributes import LENGTHS_BY_CATEGORY, PATTERN_NOUNS, Attributes
 from pipeline.data.synthetic.render import COLOR_RGB
 
 _PATTERN_PHRASES = {
@@ -87,7 +87,8 @@ def phrase(field: str, ref: Attributes, tgt: Attributes, rng: np.random.Generato
 
 def relative_captions(ref: Attributes, tgt: Attributes, rng: np.random.Generator) -> list[str]:
     """Two FashionIQ-style captions that together describe every attribute that differs."""
-    fields = [f for f in ref.differing_fields(tgt) if not (f == "accent" and "pattern" in ref.differing_fields(tgt))]
+    changed = ref.changed_fields(tgt)
+    fields = [f for f in changed if not (f == "accent" and "pattern" in changed)]  # a new pattern names its colour
     if not fields:
         raise ValueError("reference and target have the same attributes")
     order = [fields[i] for i in rng.permutation(len(fields))]

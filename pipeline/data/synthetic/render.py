@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.attributes import LENGTHS_BY_CATEGORY, Attributes
+from pipeline.captioning.attributes import LENGTHS_BY_CATEGORY, Attributes
 
 RGB = tuple[int, int, int]
 

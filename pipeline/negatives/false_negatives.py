@@ -11,26 +11,24 @@ own group under either rule.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
+from pipeline.captioning.captions import caption_lookup
 from pipeline.errors import PipelineError
 
 
-def answer_groups(images: pd.DataFrame, rule: str, captions_path: Path) -> np.ndarray:
-    """One integer per row of `images` (columns category, name: an image listed under two categories has a caption
-    in each); rows with the same integer are interchangeable answers under `rule`."""
+def answer_groups(images: pd.DataFrame, rule: str, captions: pd.DataFrame) -> np.ndarray:
+    """One integer per row of `images` (columns category, name), its answer group: rows with the same integer are
+    interchangeable answers under `rule` (`negatives.false_negatives`). `captions` is the caption stage's table."""
     if rule == "target":
         return np.arange(len(images))
-    captions = pd.read_parquet(captions_path, columns=["category", "name", "caption"])
-    caption_of = dict(zip(zip(captions["category"], captions["name"]), captions["caption"], strict=True))
+    caption_of = caption_lookup(captions)
     keys = list(zip(images["category"], images["name"]))
     missing = [name for category, name in keys if (category, name) not in caption_of]
     if missing:
-        raise PipelineError(f"{captions_path} has no caption for image '{missing[0]}' ({len(missing)} missing), which "
-                            "negatives.false_negatives: same_caption needs; re-run the caption stage.")
+        raise PipelineError(f"the captions table has no caption for image '{missing[0]}' ({len(missing)} missing), "
+                            "which negatives.false_negatives: same_caption needs; re-run the caption stage.")
     texts = np.array([caption_of[key].strip() for key in keys], dtype=object)
     _, groups = np.unique(texts, return_inverse=True)
     groups = groups.astype(np.int64)

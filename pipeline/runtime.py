@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import nn
 
-from pipeline.distributed import World, close_world, init_world, launch, process_device
+from pipeline.config import ComputeParams
 from pipeline.errors import PipelineError
+from pipeline.training.distributed import World, close_world, init_world, launch, process_device
 
 if TYPE_CHECKING:
-    from pipeline.models import RetrievalModel
+    from pipeline.models.retrieval import RetrievalModel
 
 Precision = Literal["fp32", "bf16"]
 
@@ -50,13 +51,13 @@ class Runtime:
         return self.device.type == "cuda" if self.fused is None else self.fused
 
     @classmethod
-    def start(cls, compute, distributed: bool = False) -> Runtime:
+    def start(cls, compute: ComputeParams, distributed: bool = False) -> Runtime:
         """From the `compute` params; `distributed` stages join torchrun's process group when started by it."""
         device = compute_device()
-        if not distributed:
-            return cls(device, compute.precision, compute.compile)
-        device = process_device(device)
-        return cls(device, compute.precision, compute.compile, init_world(device))
+        if distributed:
+            device = process_device(device)
+        compile = device.type == "cuda" if compute.compile == "auto" else compute.compile
+        return cls(device, compute.precision, compile, init_world(device) if distributed else World())
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast for the forward pass when precision is bf16 (weights and optimizer stay fp32)."""
@@ -75,7 +76,7 @@ class Runtime:
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-def run_distributed(compute, module: str, body: Callable[[Runtime], None]) -> None:
+def run_distributed(compute: ComputeParams, module: str, body: Callable[[Runtime], None]) -> None:
     """Run a training stage's `body`: in this process, or under torchrun when compute.processes > 1 (this process
     then only waits for torchrun's, which come back here with the process group to join)."""
     device = compute_device()

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CATEGORIES = ("dress", "shirt", "toptee")
+from pipeline.config import FASHIONIQ_CATEGORIES
 
+CATEGORIES = FASHIONIQ_CATEGORIES  # the garments the schema, its MLLM prompt and the demo catalogue know
 COLORS = (
     "black", "white", "grey", "red", "pink", "orange", "yellow", "green", "blue", "navy", "purple", "brown",
     "beige",
@@ -64,8 +65,12 @@ class Attributes:
         """The value of one of COMPARABLE_FIELDS."""
         return getattr(self, name)
 
-    def differing_fields(self, other: Attributes) -> list[str]:
-        return [name for name in COMPARABLE_FIELDS if self.value(name) != other.value(name)]
+    def changed_fields(self, other: Attributes) -> list[str]:
+        """The COMPARABLE_FIELDS both garments have a value for and that differ: what a change from this garment
+        to `other` can name (a field a captioner left empty is never claimed to have changed)."""
+        return [name for name in COMPARABLE_FIELDS
+                if self.value(name) is not None and other.value(name) is not None
+                and self.value(name) != other.value(name)]
 
     def sentence(self) -> str:
         """Sentence-level, attribute-aware caption, e.g. 'a navy striped dress with white stripes, long sleeves,

@@ -28,7 +28,7 @@ def composed_retrieval_loss(
     hard: torch.Tensor,
     static: torch.Tensor,
     temperature: float,
-    group: torch.Tensor | None = None,
+    answer_group: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of each composed query against its target, over three kinds of negatives (stage 2).
 
@@ -37,13 +37,13 @@ def composed_retrieval_loss(
     target: [B] bank index of each query's target.
     hard:   [B, K] bank indices of mined hard negatives, -1 where absent (K may be 0).
     static: [M] bank indices shared by the whole batch, scaling the number of negatives cheaply (M may be 0).
-    group:  [N] answer group of each bank row (pipeline/false_negatives.py); None: each row its own.
+    answer_group: [N] of each bank row (pipeline/negatives/false_negatives.py); None: each row its own.
 
     Coarse negatives are the other queries' targets in the batch. Any candidate in the query's target's group (its
     own target among in-batch ones, a hard negative or a static sample equal to it, and with caption groups its
     attribute twins) is masked out, so an equally right answer is never pushed away from the query.
     """
-    group = torch.arange(len(bank), device=bank.device) if group is None else group
+    group = torch.arange(len(bank), device=bank.device) if answer_group is None else answer_group
     answer = group[target][:, None]
     positive = (query * bank[target]).sum(-1, keepdim=True)
     in_batch = query @ bank[target].T

@@ -34,3 +34,13 @@ def training_relative_texts(caption1: str, caption2: str) -> tuple[str, str, str
 def query_text(relative: str, prompt: str) -> str:
     """The text half of a composed query: relative text, then the reference's sentence-level prompt if any."""
     return f"{relative}. {prompt}" if prompt else relative
+
+
+def triplet_query_text(caption1: str, caption2: str, prompt: str) -> str:
+    """A triplet's query text as validation, evaluation and search form it."""
+    return query_text(relative_text(caption1, caption2), prompt)
+
+
+def training_query_texts(caption1: str, caption2: str, prompt: str) -> list[str]:
+    """The four query texts training draws from (each relative-text form, then the prompt)."""
+    return [query_text(relative, prompt) for relative in training_relative_texts(caption1, caption2)]

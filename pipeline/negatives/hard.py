@@ -1,32 +1,25 @@
-"""FAISS inner-product search over normalised features, and hard-negative mining built on it."""
+"""Hard-negative mining: for each training query, the gallery images most like it that are not an answer.
+
+The index is searched around the target (`negatives.anchor: target`: its nearest neighbours are the images most like
+the answer) or around the zero-shot composed query (`anchor: query`: the images the base model would retrieve
+instead). A candidate in the target's answer group (pipeline/negatives/false_negatives.py) or at least
+`negatives.max_target_similarity` similar to the target (a likely near-duplicate) is skipped.
+"""
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
+import torch
 
-from pipeline.errors import PipelineError
+from pipeline.models.composition import normalised_sum
+from pipeline.search.faiss_index import build_index
 
 
-def build_index(features: np.ndarray, kind: str, seed: int = 0) -> faiss.Index:
-    """An inner-product index over `features` (cosine similarity for normalised rows)."""
-    features = np.ascontiguousarray(features, dtype=np.float32)
-    n, dim = features.shape
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = 128
-    elif kind == "ivf":
-        nlist = max(1, int(np.sqrt(n)))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
-        index.train(features)
-        index.nprobe = max(1, nlist // 4)
-    else:
-        raise PipelineError(f"negatives.index = '{kind}' is not allowed: use flat, hnsw or ivf.")
-    index.add(features)
-    return index
+def mining_queries(anchor: str, reference: np.ndarray, text: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """What the index is searched with: the target's own feature, or the zero-shot composed query."""
+    if anchor == "target":
+        return target
+    return normalised_sum(torch.from_numpy(reference), torch.from_numpy(text)).numpy()
 
 
 def mine_hard_negatives(
@@ -37,14 +30,14 @@ def mine_hard_negatives(
     kind: str,
     max_target_similarity: float = 1.0,
     seed: int = 0,
-    groups: np.ndarray | None = None,
+    answer_groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k gallery rows most similar to each query that are neither its target nor too close to it.
 
     queries [Q, D], gallery [N, D] (normalised), targets [Q] gallery rows of the targets. A candidate whose
     similarity to the target is at least `max_target_similarity` is treated as a likely false negative (a
-    near-duplicate of the target) and skipped, as is one in the target's group (`groups` [N], one integer per
-    gallery row, pipeline/false_negatives.py; by default every row is its own group, so only the target).
+    near-duplicate of the target) and skipped, as is one in the target's answer group (`answer_groups` [N],
+    one integer per gallery row; by default every row is its own group, so only the target).
     Returns gallery indices [Q, k] and scores, -1 / NaN where fewer than k candidates qualify.
     """
     out_idx = np.full((len(queries), k), -1, dtype=np.int64)
@@ -52,7 +45,7 @@ def mine_hard_negatives(
     if k == 0 or len(queries) == 0:
         return out_idx, out_score
     index = build_index(gallery, kind, seed)
-    groups = np.arange(len(gallery)) if groups is None else groups
+    groups = np.arange(len(gallery)) if answer_groups is None else answer_groups
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     pending = np.arange(len(queries))
     depth = min(len(gallery), k + 8)

@@ -1,20 +1,17 @@
-"""Evaluation as the literature computes it, for each benchmark's protocol.
+"""The benchmarks' evaluation protocols, as the literature computes them.
 
 FashionIQ (CLIP4Cir's validation): per category, each val pair's composed query against that category's val image
 split, the reference NOT removed; R@10/R@50 per category, their averages and the mean of the two.
 CIRR: each val pair's query against every val image with the reference removed from its ranking; R@1/5/10/50,
-Rsubset@1/2/3 within the pair's img_set, and the headline (R@5 + Rsubset@1) / 2. For CIRR's test1 split (hidden
-targets) the stage writes the two JSON files the CIRR evaluation server accepts.
+Rsubset@1/2/3 within the pair's img_set, and the headline (R@5 + Rsubset@1) / 2; for CIRR's test1 split (hidden
+targets), the two files the CIRR evaluation server accepts.
 
-The query text is the validation-form join of the two relative captions (plus the reference prompt when
-triplets.reference_prompt is on), and recall is in percent. `eval.query` gives the single-modality ablations:
-`image` ranks by the reference image alone, `text` by the relative captions alone (without the reference prompt,
-which is itself derived from the reference image).
+`eval.query` gives the single-modality ablations: `image` ranks by the reference image alone, `text` by the relative
+captions alone (without the reference prompt, which is itself derived from the reference image).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +21,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import EvalParams
-from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
-from pipeline.data.store import ImageStore
-from pipeline.device import Runtime
-from pipeline.errors import PipelineError
-from pipeline.features import stored_image_features, text_features
-from pipeline.io import atomic_path, write_json
-from pipeline.metrics import (
-    CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k, target_ranks, top_k,
+from pipeline.evaluation.metrics import (
+    CIRR_KS,
+    CIRR_SUBSET_KS,
+    cirr_summary,
+    fashioniq_summary,
+    recall_at_k,
+    target_ranks,
+    top_k,
 )
-from pipeline.models import QueryMode, RetrievalModel, load_checkpoint, preprocessing, tokenizer_for
-from pipeline.query_text import relative_text
+from pipeline.features.encode import text_features
+from pipeline.models.composition import QueryMode
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.runtime import Runtime
+from pipeline.triplets.query_text import relative_text
 
 Protocol = Literal["fashioniq", "cirr"]
 Curve = list[dict[str, float]]
@@ -45,7 +44,7 @@ Curve = list[dict[str, float]]
 class Ranking:
     """One gallery scored against its queries: a FashionIQ category, or the whole of a CIRR split."""
 
-    group: str
+    category: str
     triplets: pd.DataFrame     # the queries, in row order
     names: np.ndarray          # gallery image names: the columns of `scores`
     scores: torch.Tensor       # [Q, G]
@@ -82,7 +81,7 @@ class QuerySet:
         triplets = pd.read_parquet(triplets_path)
         present = set(zip(gallery["category"], gallery["name"]))
         keep = [(c, r) in present and (not t or (c, t) in present)
-                for c, r, t in zip(triplets["category"], triplets["candidate"], triplets["target"], strict=True)]
+                for c, r, t in zip(triplets["category"], triplets["reference"], triplets["target"], strict=True)]
         return cls(gallery, triplets[keep].reset_index(drop=True))
 
     def query_texts(self, mode: QueryMode) -> list[str]:
@@ -103,7 +102,7 @@ class QuerySet:
             names = self.gallery["name"].to_numpy()[rows]
             column = {name: i for i, name in enumerate(names)}
             features = gallery_features[torch.from_numpy(rows)]
-            reference = torch.tensor([column[n] for n in triplets["candidate"]], dtype=torch.long)
+            reference = torch.tensor([column[n] for n in triplets["reference"]], dtype=torch.long)
             with torch.no_grad():
                 query = model.compose(features[reference].to(model.device),
                                       texts[torch.from_numpy(in_category)].to(model.device), mode).cpu()
@@ -114,14 +113,14 @@ class QuerySet:
 
 
 def _curve(recalls: dict[str, dict[int, float]], ks: list[int]) -> Curve:
-    """Recall@k rows for `dvc plots`: one column per group and their average (the column dvc.yaml plots)."""
-    return [{"k": k, **{group: round(r[k], 4) for group, r in recalls.items()},
+    """Recall@k rows for `dvc plots`: one column per category and their average (the column dvc.yaml plots)."""
+    return [{"k": k, **{category: round(r[k], 4) for category, r in recalls.items()},
              "average": round(float(np.mean([r[k] for r in recalls.values()])), 4)} for k in ks]
 
 
 def fashioniq_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
     ks = sorted(set(ks) | {10, 50})
-    recalls = {r.group: recall_at_k(target_ranks(r.scores, r.target), ks) for r in rankings}
+    recalls = {r.category: recall_at_k(target_ranks(r.scores, r.target), ks) for r in rankings}
     return fashioniq_summary(recalls), _curve(recalls, ks)
 
 
@@ -130,7 +129,7 @@ def cirr_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
     ks = sorted(set(ks) | set(CIRR_KS))
     recall = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.reference_mask()), ks)
     subset = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.outside_subset()), CIRR_SUBSET_KS)
-    return cirr_summary(recall, subset), _curve({ranking.group: recall}, ks)
+    return cirr_summary(recall, subset), _curve({ranking.category: recall}, ks)
 
 
 METRICS: dict[Protocol, Callable[[list[Ranking], list[int]], tuple[dict, Curve]]] = {
@@ -156,54 +155,3 @@ def cirr_submissions(ranking: Ranking) -> dict[str, dict[str, object]]:
                          **{str(pair_id): ranking.names[columns].tolist()
                             for pair_id, columns in zip(ranking.triplets["pair_id"], top, strict=True)}}
     return files
-
-
-def _split_features(model: RetrievalModel, store: ImageStore, captions: pd.DataFrame, split: str, batch_size: int,
-                    runtime: Runtime) -> tuple[pd.DataFrame, torch.Tensor]:
-    gallery, rows, _ = store.select(captions[captions["split"] == split].reset_index(drop=True))
-    return gallery, stored_image_features(model, store, rows, batch_size, runtime, desc=f"embed {split} gallery")
-
-
-def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, object]]], note: str) -> None:
-    """The submissions folder, whole or not at all: one JSON per file plus an index saying what is there."""
-    with atomic_path(directory) as tmp:
-        tmp.mkdir(parents=True)
-        for name, content in files.items():
-            (tmp / f"{name}.json").write_text(json.dumps(content, sort_keys=True) + "\n")
-        write_json(tmp / "index.json", {"files": sorted(f"{name}.json" for name in files), "note": note})
-
-
-def evaluate_stage(params: EvalParams, protocol: Protocol, runtime: Runtime, checkpoint_dir: Path, captions_path: Path,
-                   store_dir: Path, triplets_dir: Path, metrics_path: Path, curve_path: Path, submissions_dir: Path
-                   ) -> dict:
-    model = load_checkpoint(checkpoint_dir)
-    runtime.prepare(model)
-    store = ImageStore.open(store_dir)
-    store.check(preprocessing(model), f"the checkpoint in {checkpoint_dir}")
-    tokenizer = tokenizer_for(model.arch)
-    captions = pd.read_parquet(captions_path)
-    gallery, features = _split_features(model, store, captions, "val", params.batch_size, runtime)
-    rankings = QuerySet.build(gallery, triplets_dir / "val.parquet").rankings(
-        model, tokenizer, features, params.query, params.batch_size, runtime)
-    if not rankings:
-        raise PipelineError(f"{triplets_dir / 'val.parquet'} has no pair whose images are in the val gallery; "
-                            f"nothing to evaluate.")
-    summary, curve = METRICS[protocol](rankings, params.recall_ks)
-    write_json(metrics_path, summary)
-    write_json(curve_path, curve)
-
-    files: dict[str, dict[str, dict[str, object]]] = {}
-    note = "FashionIQ has no public test server: nothing to submit."
-    test_path = triplets_dir / f"{CIRR_TEST_SPLIT}.parquet"
-    if protocol == "cirr" and test_path.is_file():
-        gallery, features = _split_features(model, store, captions, CIRR_TEST_SPLIT, params.batch_size, runtime)
-        test = QuerySet.build(gallery, test_path).rankings(model, tokenizer, features, params.query,
-                                                             params.batch_size, runtime)
-        note = f"no {CIRR_TEST_SPLIT} pair has its reference image; nothing to submit."
-        if test:
-            files = {f"cirr-{CIRR_TEST_SPLIT}-{metric}": content
-                     for metric, content in cirr_submissions(test[0]).items()}
-            note = (f"{len(test[0].triplets)} {CIRR_TEST_SPLIT} pairs; upload each file to the CIRR evaluation "
-                    f"server (https://cirr.cecs.anu.edu.au/).")
-    write_submissions(submissions_dir, files, note)
-    return summary

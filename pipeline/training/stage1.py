@@ -2,40 +2,48 @@
 
 Images come from the decoded-image store; images without a caption (no attribute known) take no part, since an
 empty caption would teach nothing. Under torchrun each rank encodes its slice of the global batch and the loss is
-computed on the gathered features (pipeline/distributed.py)."""
+computed on the gathered features (pipeline/training/distributed.py)."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import ModelParams, TrainParams
+from pipeline.config import Params
 from pipeline.data.store import ImageStore, StoredPixels
-from pipeline.device import Runtime
 from pipeline.errors import PipelineError
-from pipeline.features import Pixels
-from pipeline.losses import clip_loss
-from pipeline.models import RetrievalModel, create_model, preprocessing, save_checkpoint, tokenizer_for
-from pipeline.train import BatchLoss, open_live, train
+from pipeline.features.encode import Pixels
+from pipeline.models.clip import create_model, save_checkpoint, tokenizer_for
+from pipeline.models.preprocessing import preprocessing
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.paths import Paths
+from pipeline.runtime import Runtime, run_distributed
+from pipeline.training.loop import BatchLoss, open_live, train
+from pipeline.training.losses import clip_loss
 
 
-def stage1(model_params: ModelParams, params: TrainParams, seed: int, runtime: Runtime, captions_path: Path,
-           store_dir: Path, out_dir: Path, live_dir: Path) -> None:
-    model = create_model(model_params, seed)
-    captions = pd.read_parquet(captions_path)
+def run(params: Params, paths: Paths) -> None:
+    """The `stage1` stage: in this process, or under torchrun with `compute.processes` processes."""
+    run_distributed(params.compute, "stages.stage1", lambda runtime: train_stage1(params, runtime, paths))
+
+
+def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
+    """Train both towers on the training images' captions for `stage1.epochs`; save the checkpoint."""
+    settings = params.stage1
+    model = create_model(params.model, params.seed)
+    captions = pd.read_parquet(paths.captions)
     captions = captions[(captions["split"] == "train") & (captions["caption"] != "")].reset_index(drop=True)
-    if len(captions) < 2 and params.epochs:
-        raise PipelineError(f"stage 1 aligns images with their captions, but {captions_path} has no train image with "
-                            f"a caption (the catalog backend found no attribute tags); use an MLLM caption.backend "
-                            f"or set stage1.epochs: 0 to start stage 2 from the base model.")
+    if len(captions) < 2 and settings.epochs:
+        raise PipelineError(f"stage 1 aligns images with their captions, but {paths.captions} has no train image "
+                            f"with a caption (the catalog backend found no attribute tags); use an MLLM "
+                            f"caption.backend or set stage1.epochs: 0 to start stage 2 from the base model.")
     trained = trained_parameters(model)  # before DDP, which registers what requires a gradient
     encoder = runtime.prepare(model)
-    if params.epochs:
-        store = ImageStore.open(store_dir)
+    if settings.epochs:
+        store = ImageStore.open(paths.image_store)
         store.check(preprocessing(model), "model.arch / model.pretrained / model.preprocess")
         captions, rows, _ = store.select(captions)
         pixels: Pixels = StoredPixels(store, rows, runtime.device)
@@ -43,12 +51,12 @@ def stage1(model_params: ModelParams, params: TrainParams, seed: int, runtime: R
         captions, pixels = captions.iloc[:0], torch.empty(0, dtype=torch.uint8)
     tokens = tokenizer_for(model.arch)(captions["caption"].tolist()).to(runtime.device)
     caption_id = torch.from_numpy(pd.factorize(captions["caption"])[0]).to(runtime.device)
-    batch_loss = caption_alignment_loss(encoder, pixels, tokens, caption_id, runtime, params.temperature)
-    with open_live(live_dir) if runtime.world.is_main else contextlib.nullcontext() as live:
-        train([(trained, params.lr)], batch_loss, len(captions), params, seed, live, [model],
+    batch_loss = caption_alignment_loss(encoder, pixels, tokens, caption_id, runtime, settings.temperature)
+    with open_live(paths.stage1_live) if runtime.world.is_main else contextlib.nullcontext() as live:
+        train([(trained, settings.lr)], batch_loss, len(captions), settings, params.seed, live, [model],
               runtime, desc="stage1")
     if runtime.world.is_main:
-        save_checkpoint(out_dir, model)
+        save_checkpoint(paths.stage1_dir, model)
 
 
 def trained_parameters(model: RetrievalModel) -> list[torch.nn.Parameter]:

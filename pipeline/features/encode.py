@@ -10,8 +10,8 @@ import torch
 from tqdm import tqdm
 
 from pipeline.data.store import ImageStore, StoredPixels
-from pipeline.device import Runtime
-from pipeline.models import RetrievalModel
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.runtime import Runtime
 
 Pixels = torch.Tensor | StoredPixels
 

@@ -16,11 +16,20 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.attributes import CATEGORIES, COLORS, LENGTHS_BY_CATEGORY, NECKLINES, PATTERNS, SLEEVES, Attributes
-from pipeline.config import SyntheticParams
+from pipeline.captioning.attributes import (
+    CATEGORIES,
+    COLORS,
+    LENGTHS_BY_CATEGORY,
+    NECKLINES,
+    PATTERNS,
+    SLEEVES,
+    Attributes,
+)
+from pipeline.config import Params, SyntheticParams
 from pipeline.data.synthetic.annotate import relative_captions
 from pipeline.data.synthetic.render import Nuisance, render
 from pipeline.io import atomic_path
+from pipeline.paths import Paths
 
 SPLITS = ("train", "val")
 _CHANGE_COUNT_PROBS = (0.45, 0.35, 0.20)  # one, two or three attributes differ within a pair
@@ -39,7 +48,7 @@ class SyntheticImage:
 class SyntheticPair:
     category: str
     split: str
-    candidate: str
+    reference: str
     target: str
     captions: list[str]
 
@@ -159,7 +168,7 @@ def write_catalogue(root: str | Path, params: SyntheticParams, seed: int, worker
                 _dump(tmp / "image_splits" / f"split.{category}.{split}.json", names)
                 split_pairs = [p for p in pairs if p.category == category and p.split == split]
                 _dump(tmp / "captions" / f"cap.{category}.{split}.json",
-                      [{"target": p.target, "candidate": p.candidate, "captions": p.captions} for p in split_pairs])
+                      [{"target": p.target, "candidate": p.reference, "captions": p.captions} for p in split_pairs])
                 _dump(tmp / "tags" / f"asin2attr.{category}.{split}.json",
                       {im.name: fashioniq_tags(im.attributes) for im in images
                        if im.category == category and im.split == split})
@@ -168,3 +177,8 @@ def write_catalogue(root: str | Path, params: SyntheticParams, seed: int, worker
 
 def _dump(path: Path, data: object) -> None:
     path.write_text(json.dumps(data))
+
+
+def run(params: Params, paths: Paths) -> dict[str, int]:
+    """The `synthesize` stage."""
+    return write_catalogue(paths.synthetic, params.synthetic, params.seed)

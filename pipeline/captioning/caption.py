@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import Counter
@@ -10,24 +9,16 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-from PIL import Image
 from tqdm import tqdm
 
-from pipeline.captioning import build_captioner
-from pipeline.captioning.base import Caption, CaptionFailure, Captioner, ImageToCaption
+from pipeline.captioning.backends import build_captioner
+from pipeline.captioning.base import Caption, Captioner, CaptionFailure, ImageToCaption
 from pipeline.captioning.cache import CaptionCache, content_key
-from pipeline.config import CaptionParams, DataParams
+from pipeline.config import Params
 from pipeline.data import open_dataset
+from pipeline.data.images import open_rgb
 from pipeline.io import write_json, write_parquet
-
-
-def is_decodable(path: str | Path) -> bool:
-    try:
-        with Image.open(io.BytesIO(Path(path).read_bytes())) as image:
-            image.convert("RGB")
-        return True
-    except Exception:  # Pillow raises many types for broken files; all mean "skip this image"
-        return False
+from pipeline.paths import Paths
 
 
 def caption_images(
@@ -54,7 +45,7 @@ def caption_images(
         indices = todo[start:start + batch_size]
         batch: list[tuple[int, ImageToCaption]] = []
         for i in indices:
-            if not is_decodable(items[i].path):
+            if open_rgb(items[i].path) is None:
                 counts["corrupt"] += 1
                 failures.append((items[i].name, "image could not be decoded"))
                 continue
@@ -86,24 +77,24 @@ def caption_images(
     return table, report
 
 
-def caption_stage(data: DataParams, caption: CaptionParams, out_dir: Path) -> dict[str, object]:
+def run(params: Params, paths: Paths) -> dict[str, object]:
     """The `caption` stage: every image of the splits the pipeline reads, captioned through the cache."""
-    dataset = open_dataset(data)
+    dataset = open_dataset(params.data)
     images = pd.concat([dataset.images(split) for split in dataset.splits], ignore_index=True)
     tags = {name: words for split in dataset.splits for name, words in dataset.tags(split).items()}
-    cache = CaptionCache(out_dir / "cache.sqlite")
+    cache = CaptionCache(paths.caption_cache)
     started = time.perf_counter()
     try:
-        with build_captioner(caption, log_dir=out_dir) as captioner:
-            table, report = caption_images(images, tags, captioner, cache, caption.batch_size)
+        with build_captioner(params.caption, log_dir=paths.captions_dir) as captioner:
+            table, report = caption_images(images, tags, captioner, cache, params.caption.batch_size)
             backend = {"backend": captioner.backend, "model": captioner.model,
                        "prompt_version": captioner.prompt_version, "signature": captioner.signature,
                        "settings": captioner.settings(), "versions": captioner.versions(), **captioner.usage()}
     finally:
         cache.close()
     seconds = time.perf_counter() - started
-    write_parquet(out_dir / "captions.parquet", pa.Table.from_pandas(table, preserve_index=False))
+    write_parquet(paths.captions, pa.Table.from_pandas(table, preserve_index=False))
     report = {**report, "missing": dataset.missing, "captioner": backend, "seconds": round(seconds, 1),
               "captioned_per_second": round(report.get("captioned", 0) / seconds, 2) if seconds else 0.0}
-    write_json(out_dir / "report.json", report)
+    write_json(paths.captions_dir / "report.json", report)
     return report

@@ -9,13 +9,18 @@ counted, so a flaky answer never stops the stage.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.attributes import Attributes
+from pipeline.captioning.attributes import Attributes
+from pipeline.captioning.captions import attributes_lookup
 from pipeline.captioning.mllm import Decoding
 from pipeline.captioning.vllm_client import ChatClient, ChatRequest
+from pipeline.config import CaptionParams
+from pipeline.triplets.query_text import triplet_query_text
 
 INSTRUCTIONS = (
     "Two garments are described as JSON. Reference: {reference}. Target: {target}. They differ in: {fields}. "
@@ -54,3 +59,25 @@ def phrase(client: ChatClient, pairs: list[tuple[Attributes, Attributes, list[st
         except ValidationError:
             results.append(None)
     return results
+
+
+def rephrase_with_llm(generated: pd.DataFrame, captions: pd.DataFrame, caption: CaptionParams, model: str,
+                      log_dir: Path | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Generated triplets with their two modification texts (and query text) written by `model` on a vLLM server;
+    rows whose answer was unusable keep the template texts."""
+    attributes = attributes_lookup(captions)
+    pairs = [(attributes[(k, r)], attributes[(k, t)], attributes[(k, r)].changed_fields(attributes[(k, t)]))
+             for k, r, t in zip(generated["category"], generated["reference"], generated["target"], strict=True)]
+    client = ChatClient(caption, model, log_path=log_dir / "vllm-server.log" if log_dir else None)
+    try:
+        texts = phrase(client, pairs) if pairs else []
+    finally:
+        client.close()
+    table = generated.copy()
+    for i, worded in enumerate(texts):
+        if worded is not None:
+            table.loc[i, ["caption1", "caption2"]] = worded
+    table["query_text"] = [triplet_query_text(c1, c2, prompt) for c1, c2, prompt
+                           in zip(table["caption1"], table["caption2"], table["prompt"], strict=True)]
+    return table, {"phrased_by_llm": sum(t is not None for t in texts),
+                   "phrasing_failed": sum(t is None for t in texts)}

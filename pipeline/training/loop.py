@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 from torch import nn
 from tqdm import tqdm
 
+from dvclive import Live
 from pipeline.config import TrainParams
-from pipeline.device import Runtime
+from pipeline.runtime import Runtime
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:

@@ -5,29 +5,30 @@ stage's output). That makes negatives cheap to scale: each query is contrasted w
 (1) the other targets in the batch (coarse negatives), (2) its k mined hard negatives, and (3) a random sample
 of `stage2.static_negatives` static gallery features shared by the batch. Only the text tower and the combiner
 (if any) train, as in CLIP4Cir's second stage and SPN4CIR. Under torchrun each rank encodes its slice of the
-batch's query texts; the composition and the loss run on the gathered global batch (pipeline/distributed.py).
+batch's query texts; the composition and the loss run on the gathered global batch (pipeline/training/distributed.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import NegativesParams, Stage2Params
-from pipeline.device import Runtime
-from pipeline.evaluation import Protocol, QuerySet, headline
-from pipeline.false_negatives import answer_groups
-from pipeline.feature_table import read_features
-from pipeline.index import mine_hard_negatives
-from pipeline.losses import composed_retrieval_loss
-from pipeline.models import RetrievalModel, load_checkpoint, save_checkpoint, tokenizer_for
-from pipeline.train import BatchLoss, open_live, train
-from pipeline.query_text import query_text, training_relative_texts
+from pipeline.config import NegativesParams, Params, Stage2Params
+from pipeline.evaluation.protocols import QuerySet, headline
+from pipeline.features.table import read_features
+from pipeline.models.clip import load_checkpoint, save_checkpoint, tokenizer_for
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.negatives.false_negatives import answer_groups
+from pipeline.negatives.hard import mine_hard_negatives
+from pipeline.paths import Paths
+from pipeline.runtime import Runtime, run_distributed
+from pipeline.training.loop import BatchLoss, open_live, train
+from pipeline.training.losses import composed_retrieval_loss
+from pipeline.triplets.query_text import training_query_texts
 
 
 def hard_negative_indices(triplets: pd.DataFrame, negatives: pd.DataFrame, position: dict[str, int], k: int
@@ -52,7 +53,7 @@ def bank_rows(images: pd.DataFrame) -> np.ndarray:
 def query_text_variants(triplets: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """Every training query text a triplet can be given (its relative-text forms, each with the reference prompt),
     as distinct texts and a [T, 4] table of their positions, so stage 2 tokenizes once rather than every step."""
-    forms = [[query_text(relative, prompt) for relative in training_relative_texts(c1, c2)]
+    forms = [training_query_texts(c1, c2, prompt)
              for c1, c2, prompt in triplets[["caption1", "caption2", "prompt"]].to_numpy()]
     texts, positions = np.unique(np.array(forms, dtype=object).reshape(-1), return_inverse=True)
     return texts.tolist(), positions.reshape(len(triplets), 4)
@@ -65,7 +66,7 @@ class StaticBank:
     reference and its target."""
 
     features: torch.Tensor  # [N, D]
-    group: torch.Tensor  # [N]
+    answer_group: torch.Tensor  # [N]
     reference: torch.Tensor  # [T]
     target: torch.Tensor  # [T]
 
@@ -104,7 +105,8 @@ class HardNegatives:
         self.model.train(training)
         found, _ = mine_hard_negatives(query.cpu().numpy(), self.bank.features.cpu().numpy(),
                                        self.bank.target.cpu().numpy(), self.negatives.k, self.negatives.index,
-                                       self.negatives.max_target_similarity, self.seed, self.bank.group.cpu().numpy())
+                                       self.negatives.max_target_similarity, self.seed,
+                                       self.bank.answer_group.cpu().numpy())
         return torch.from_numpy(found).to(self.bank.features.device)
 
 
@@ -125,18 +127,23 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
         static = torch.from_numpy(rng.choice(n, size=min(params.static_negatives, n), replace=False)).to(device)
         mined = hard.for_epoch(epoch)[index]
         return composed_retrieval_loss(query, bank.features, bank.target[index], mined, static, params.temperature,
-                                       bank.group)
+                                       bank.answer_group)
 
     return batch_loss
 
 
-def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime: Runtime, protocol: Protocol,
-           stage1_dir: Path, embeddings_dir: Path, triplets_dir: Path, captions_path: Path, negatives_path: Path,
-           out_dir: Path, live_dir: Path) -> None:
-    device, world = runtime.device, runtime.world
-    model = load_checkpoint(stage1_dir)
-    torch.manual_seed(seed + 1)
-    model.set_composition(params.composition)
+def run(params: Params, paths: Paths) -> None:
+    """The `stage2` stage: in this process, or under torchrun with `compute.processes` processes."""
+    run_distributed(params.compute, "stages.stage2", lambda runtime: train_stage2(params, runtime, paths))
+
+
+def train_stage2(params: Params, runtime: Runtime, paths: Paths) -> None:
+    """Train the text tower and the combiner from the stage-1 checkpoint against the static bank; validate each
+    epoch by the benchmark's protocol; save the checkpoint."""
+    settings, negatives, device = params.stage2, params.negatives, runtime.device
+    model = load_checkpoint(paths.stage1_dir)
+    torch.manual_seed(params.seed + 1)
+    model.set_composition(settings.composition)
     text_params, combiner_params = model.trainable_query_side()
     trained = {id(p) for p in text_params + combiner_params}
     for p in model.parameters():
@@ -144,36 +151,36 @@ def stage2(params: Stage2Params, negatives: NegativesParams, seed: int, runtime:
     encoder = runtime.prepare(model)
     tokenizer = tokenizer_for(model.arch)
 
-    images, features = read_features(embeddings_dir / "images.parquet")
+    images, features = read_features(paths.image_features)
     train_rows = bank_rows(images)
-    bank = torch.from_numpy(features[train_rows]).to(device)
     bank_images = images.iloc[train_rows]
-    position = dict(zip(bank_images["name"], range(len(bank)), strict=True))
-    group = torch.from_numpy(answer_groups(bank_images, negatives.false_negatives, captions_path)).to(device)
-
-    triplets = pd.read_parquet(triplets_dir / "train.parquet")
-    triplets = triplets[triplets["candidate"].isin(position) & triplets["target"].isin(position)]
+    position = dict(zip(bank_images["name"], range(len(bank_images)), strict=True))
+    captions = pd.read_parquet(paths.captions)
+    triplets = pd.read_parquet(paths.triplets("train"))
+    triplets = triplets[triplets["reference"].isin(position) & triplets["target"].isin(position)]
     triplets = triplets.reset_index(drop=True)
-    reference = torch.tensor(triplets["candidate"].map(position).to_numpy(), device=device)
-    target = torch.tensor(triplets["target"].map(position).to_numpy(), device=device)
-    offline = hard_negative_indices(triplets, pd.read_parquet(negatives_path), position, negatives.k).to(device)
+    bank = StaticBank(
+        features=torch.from_numpy(features[train_rows]).to(device),
+        answer_group=torch.from_numpy(answer_groups(bank_images, negatives.false_negatives, captions)).to(device),
+        reference=torch.tensor(triplets["reference"].map(position).to_numpy(), device=device),
+        target=torch.tensor(triplets["target"].map(position).to_numpy(), device=device))
+    offline = hard_negative_indices(triplets, pd.read_parquet(paths.negatives), position, negatives.k).to(device)
     texts, variants = query_text_variants(triplets)
     tokens = tokenizer(texts).to(device)
-    static = StaticBank(bank, group, reference, target)
-    hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], static, negatives,
-                         params, seed, runtime)
-    batch_loss = composed_query_loss(encoder, model, tokens, variants, static, hard, params, runtime)
+    hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], bank, negatives,
+                         settings, params.seed, runtime)
+    batch_loss = composed_query_loss(encoder, model, tokens, variants, bank, hard, settings, runtime)
 
     is_val = (images["split"] == "val").to_numpy()
-    validation = QuerySet.build(images[is_val], triplets_dir / "val.parquet")
+    validation = QuerySet.build(images[is_val], paths.triplets("val"))
     val_features = torch.from_numpy(features[is_val])
 
     def validate() -> dict[str, float]:
         rankings = validation.rankings(model, tokenizer, val_features, "composed", 256, runtime)
-        return {f"val/{name}": value for name, value in headline(protocol, rankings).items()}
+        return {f"val/{name}": value for name, value in headline(params.data.source, rankings).items()}
 
-    with open_live(live_dir) if world.is_main else contextlib.nullcontext() as live:
-        train([(text_params, params.text_lr or params.lr), (combiner_params, params.lr)], batch_loss, len(triplets),
-              params, seed, live, [model], runtime, validate=validate, desc="stage2")
-    if world.is_main:
-        save_checkpoint(out_dir, model)
+    with open_live(paths.stage2_live) if runtime.world.is_main else contextlib.nullcontext() as live:
+        train([(text_params, settings.text_lr or settings.lr), (combiner_params, settings.lr)], batch_loss,
+              len(triplets), settings, params.seed, live, [model], runtime, validate=validate, desc="stage2")
+    if runtime.world.is_main:
+        save_checkpoint(paths.stage2_dir, model)

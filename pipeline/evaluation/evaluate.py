@@ -1,0 +1,78 @@
+"""The `evaluate` stage: recall of the stage-2 model on the val split by the benchmark's protocol
+(pipeline/evaluation/protocols.py), the recall@K curve, and for CIRR the test-server files.
+
+The query text is the validation-form join of the two relative captions (plus the reference prompt when
+triplets.reference_prompt is on), and recall is in percent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.config import Params
+from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
+from pipeline.data.store import ImageStore
+from pipeline.errors import PipelineError
+from pipeline.evaluation.protocols import METRICS, QuerySet, cirr_submissions
+from pipeline.features.encode import stored_image_features
+from pipeline.io import atomic_path, write_json
+from pipeline.models.clip import load_checkpoint, tokenizer_for
+from pipeline.models.preprocessing import preprocessing
+from pipeline.models.retrieval import RetrievalModel
+from pipeline.paths import Paths
+from pipeline.runtime import Runtime
+
+
+def split_features(model: RetrievalModel, store: ImageStore, captions: pd.DataFrame, split: str, batch_size: int,
+                   runtime: Runtime) -> tuple[pd.DataFrame, torch.Tensor]:
+    """The split's gallery (its captioned images the store could decode) and their features."""
+    gallery, rows, _ = store.select(captions[captions["split"] == split].reset_index(drop=True))
+    return gallery, stored_image_features(model, store, rows, batch_size, runtime, desc=f"embed {split} gallery")
+
+
+def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, object]]], note: str) -> None:
+    """The submissions folder, whole or not at all: one JSON per file plus an index saying what is there."""
+    with atomic_path(directory) as tmp:
+        tmp.mkdir(parents=True)
+        for name, content in files.items():
+            (tmp / f"{name}.json").write_text(json.dumps(content, sort_keys=True) + "\n")
+        write_json(tmp / "index.json", {"files": sorted(f"{name}.json" for name in files), "note": note})
+
+
+def run(params: Params, paths: Paths) -> dict:
+    settings, protocol, runtime = params.eval, params.data.source, Runtime.start(params.compute)
+    model = load_checkpoint(paths.stage2_dir)
+    runtime.prepare(model)
+    store = ImageStore.open(paths.image_store)
+    store.check(preprocessing(model), f"the checkpoint in {paths.stage2_dir}")
+    tokenizer = tokenizer_for(model.arch)
+    captions = pd.read_parquet(paths.captions)
+    gallery, features = split_features(model, store, captions, "val", settings.batch_size, runtime)
+    rankings = QuerySet.build(gallery, paths.triplets("val")).rankings(
+        model, tokenizer, features, settings.query, settings.batch_size, runtime)
+    if not rankings:
+        raise PipelineError(f"{paths.triplets('val')} has no pair whose images are in the val gallery; "
+                            f"nothing to evaluate.")
+    summary, curve = METRICS[protocol](rankings, settings.recall_ks)
+    write_json(paths.eval_metrics, summary)
+    write_json(paths.recall_curve, curve)
+
+    files: dict[str, dict[str, dict[str, object]]] = {}
+    note = "FashionIQ has no public test server: nothing to submit."
+    test_path = paths.triplets(CIRR_TEST_SPLIT)
+    if protocol == "cirr" and test_path.is_file():
+        gallery, features = split_features(model, store, captions, CIRR_TEST_SPLIT, settings.batch_size, runtime)
+        test = QuerySet.build(gallery, test_path).rankings(model, tokenizer, features, settings.query,
+                                                           settings.batch_size, runtime)
+        note = f"no {CIRR_TEST_SPLIT} pair has its reference image; nothing to submit."
+        if test:
+            files = {f"cirr-{CIRR_TEST_SPLIT}-{metric}": content
+                     for metric, content in cirr_submissions(test[0]).items()}
+            note = (f"{len(test[0].triplets)} {CIRR_TEST_SPLIT} pairs; upload each file to the CIRR evaluation "
+                    f"server (https://cirr.cecs.anu.edu.au/).")
+    write_submissions(paths.submissions, files, note)
+    return summary

@@ -1,0 +1,1 @@
+"""Nearest-neighbour search over gallery features with FAISS."""

@@ -1,0 +1,92 @@
+"""Generated training triplets: pairs of training images whose captioned attributes differ in a few fields, with
+modification texts from templates ("{new} instead of {old}", "unlike {old}, I want {new}", ...) as SPN4CIR writes
+them, so a catalogue with no annotated pairs still trains (`triplets.generated_per_category`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from pipeline.captioning.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
+from pipeline.triplets.query_text import triplet_query_text
+from pipeline.triplets.schema import TRIPLET_COLUMNS
+
+
+def _value_phrase(name: str, attributes: Attributes) -> str:
+    value = attributes.value(name)
+    if name == "accent":
+        return f"{value} {PATTERN_NOUNS.get(attributes.pattern or '', 'details')}"
+    if name == "pattern":
+        return "a solid color" if value == "solid" else " ".join(filter(None, (attributes.accent, value)))
+    if name == "length":
+        return f"{value} length"
+    return str(value)
+
+
+_TEMPLATES = ("{new} instead of {old}", "unlike {old}, I want {new}", "change {old} to {new}", "is {new}, not {old}")
+
+
+def modification_text(reference: Attributes, target: Attributes, fields: list[str], template: int) -> str:
+    return " and ".join(
+        _TEMPLATES[template].format(new=_value_phrase(f, target), old=_value_phrase(f, reference)) for f in fields)
+
+
+def _attribute_codes(attributes: list[Attributes]) -> np.ndarray:
+    """[N, len(COMPARABLE_FIELDS)] integer codes of each field's value; 0 where the captioner gave none."""
+    values = [[a.value(f) for f in COMPARABLE_FIELDS] for a in attributes]
+    vocabulary = {v: i + 1 for i, v in enumerate(sorted({v for row in values for v in row if v is not None}))}
+    return np.array([[vocabulary[v] if v is not None else 0 for v in row] for row in values]).reshape(
+        len(attributes), len(COMPARABLE_FIELDS))
+
+
+def _generated_row(category: str, index: int, reference: tuple[str, Attributes], target: tuple[str, Attributes],
+                   fields: list[str], use_reference_prompt: bool, rng: np.random.Generator) -> dict[str, str]:
+    (ref_name, ref), (tgt_name, tgt) = reference, target
+    first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
+    caption1 = modification_text(ref, tgt, fields, int(first))
+    caption2 = modification_text(ref, tgt, fields, int(second))
+    prompt = ref.sentence() if use_reference_prompt else ""
+    return {"triplet_id": f"generated-{category}-{index:06d}", "category": category, "split": "train",
+            "source": "generated", "pair_id": "", "subset": [], "reference": ref_name, "target": tgt_name,
+            "caption1": caption1, "caption2": caption2, "reference_caption": ref.sentence(),
+            "target_caption": tgt.sentence(), "prompt": prompt,
+            "query_text": triplet_query_text(caption1, caption2, prompt)}
+
+
+def generated_triplets(
+    captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
+    use_reference_prompt: bool, rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Triplets from pairs of training images whose captioned attributes differ in 1..max_changed_fields fields.
+
+    Only fields both images have a value for are compared, so a captioner that leaves a field empty never
+    produces a pair that claims a change it did not see. Annotated pairs (`exclude`) are not generated again.
+    Anchors are visited in random order, in as many passes as it takes to make the count or run out of pairs.
+    """
+    rows = []
+    for category, group in captions.groupby("category", sort=True):
+        attributes = [Attributes.from_dict(json.loads(a)) for a in group["attributes"]]
+        names = group["name"].tolist()
+        codes = _attribute_codes(attributes)
+        known = codes > 0
+        made, progress = 0, True
+        while made < count_per_category and progress:
+            progress = False
+            for anchor in rng.permutation(len(names)):
+                if made >= count_per_category:
+                    break
+                changed = (codes != codes[anchor]) & known[anchor] & known
+                counts = changed.sum(axis=1)
+                partners = [p for p in np.flatnonzero((counts >= 1) & (counts <= max_changed_fields))
+                            if (names[anchor], names[p]) not in exclude]
+                if not partners:
+                    continue
+                partner = int(partners[int(rng.integers(len(partners)))])
+                fields = attributes[anchor].changed_fields(attributes[partner])
+                rows.append(_generated_row(category, made, (names[anchor], attributes[anchor]),
+                                           (names[partner], attributes[partner]), fields, use_reference_prompt, rng))
+                exclude.add((names[anchor], names[partner]))
+                made, progress = made + 1, True
+    return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
