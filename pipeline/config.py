@@ -102,7 +102,11 @@ class CaptionParams(_Section):
 
 
 class TripletsParams(_Section):
+    """Generated triplets: `generated_per_category` for training; where the dataset has no annotated val pairs (a
+    catalogue without a triplets table), `generated_val_per_category` held-out val queries made the same way."""
+
     generated_per_category: NonNegativeInt = 2000
+    generated_val_per_category: NonNegativeInt = 300
     max_changed_fields: Annotated[int, Field(ge=1, le=3)] = 2
     reference_prompt: bool = True
     phrasing: Literal["template", "mllm"] = "template"  # mllm: generated modification texts worded by an LLM
@@ -145,7 +149,7 @@ class IndexParams(_Section):
     nprobe: NonNegativeInt = 0       # ivf, ivfpq: lists searched per query
     hnsw_m: Annotated[int, Field(ge=4, le=256)] = 32  # hnsw: neighbours per node
     ef_search: PositiveInt = 128     # hnsw: candidates kept while searching
-    ef_construction: PositiveInt = 64  # hnsw: candidates kept while building
+    ef_construction: PositiveInt = 40  # hnsw: candidates kept while building
     pq_m: NonNegativeInt = 0         # ivfpq: sub-quantizers (bytes per vector); must divide the dimension
     refine: NonNegativeInt = 4       # ivfpq: re-rank refine x k candidates with the exact vectors (0: off)
     batch_size: PositiveInt = 256    # images per batch when embedding the gallery

@@ -87,6 +87,15 @@ class Paths:
         return self.root / "plots/recall_at_k.json"
 
     @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "data/evaluation"
+
+    @property
+    def val_rankings(self) -> Path:
+        """Every val query's top 10 and its target's rank, as `evaluate` ranked them."""
+        return self.evaluation_dir / "rankings.parquet"
+
+    @property
     def index_dir(self) -> Path:
         """The gallery's FAISS index and what it holds, for `fashion-cir search` and `serve`."""
         return self.root / "index"

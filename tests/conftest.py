@@ -9,6 +9,8 @@ import pytest
 from pipeline.config import SyntheticParams
 from pipeline.data.synthetic.synthesize import write_catalogue
 
+pytest_plugins = ["tests.support.search_fixture"]  # `search_root`: a small real search index, no DVC
+
 TINY = SyntheticParams(families_train=4, families_val=3, family_size=3, distractors_val=4, image_size=32)
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -27,3 +29,17 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.tiny_llava import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("models") / "tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the committed tree with tiny params, reproduced once with `dvc repro` (shared by the end-to-end
+    tests; those that change it restore what they change)."""
+    from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, tiny_copy
+
+    root = tiny_copy(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
+    first = run(["dvc", "repro"], root)
+    assert ran(first.stdout) == ALL_STAGES
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "reference run"], root)
+    return root

@@ -21,23 +21,13 @@ from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the committed tree with tiny params, reproduced once with `dvc repro`."""
-    root = tiny_copy(tmp_path_factory.mktemp("repo"), TINY_PARAMS)
-    first = run(["dvc", "repro"], root)
-    assert ran(first.stdout) == ALL_STAGES
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "reference run"], root)
-    return root
-
-
 def test_repro_writes_metrics_in_the_contract_schema(tiny_repo: Path):
     metrics = json.loads(Paths(tiny_repo).eval_metrics.read_text())
     assert set(metrics) == {"dress", "shirt", "toptee", "average"}
     for category in ("dress", "shirt", "toptee"):
-        assert set(metrics[category]) == {"R@10", "R@50"}
+        assert set(metrics[category]) == {"R@10", "R@50", "queries", "dropped"}
         assert 0 <= metrics[category]["R@10"] <= metrics[category]["R@50"] <= 100
+        assert metrics[category]["queries"] == 5 * 2 and metrics[category]["dropped"] == 0  # 5 families x (3 - 1)
     assert set(metrics["average"]) == {"R@10", "R@50", "mean"}
     curve = json.loads(Paths(tiny_repo).recall_curve.read_text())
     assert [row["k"] for row in curve] == sorted(row["k"] for row in curve)
@@ -54,7 +44,7 @@ def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
     # false_negatives=target: the rule other than the default runs through mine and stage 2 too
     result = run(["dvc", "exp", "run", "-S", "negatives.k=2", "-S", "negatives.false_negatives=target"],
                  tiny_repo)
-    assert ran(result.stdout) == {"mine", "stage2", "evaluate"}
+    assert ran(result.stdout) == {"mine", "stage2", "evaluate", "index"}
     diff = run(["dvc", "params", "diff", "--json"], tiny_repo).stdout
     change = json.loads(diff)["params.yaml"]["negatives.k"]
     assert (change["old"], change["new"]) == (4, 2)

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from pipeline.config import ModelParams
-from pipeline.evaluation.protocols import QuerySet, Ranking, cirr_metrics, cirr_submissions, fashioniq_metrics, headline
+from pipeline.evaluation.protocols import (
+    QuerySet,
+    Ranking,
+    cirr_metrics,
+    cirr_submissions,
+    fashioniq_metrics,
+    headline,
+    top_results,
+)
 from pipeline.models.clip import create_model, tokenizer_for
 
 NAMES = np.array(["a", "b", "c", "d", "e", "f", "g"])
@@ -76,3 +84,26 @@ def test_query_set_ranks_each_category_against_its_own_gallery():
     assert toptee.names[toptee.reference.numpy()].tolist() == ["w"]
     image_only = queries.rankings(model, tokenizer_for("fciq-tiny"), features, "image", 8)
     assert torch.allclose(image_only[1].scores, features[4:5] @ features[3:5].T)
+
+
+def test_queries_whose_images_are_missing_are_dropped_and_counted(tmp_path):
+    gallery = pd.DataFrame({"name": ["a", "b", "c"], "category": ["dress"] * 3})
+    pd.DataFrame({"category": ["dress"] * 3, "reference": ["a", "a", "gone"], "target": ["b", "gone", "c"],
+                  "caption1": ["x"] * 3, "caption2": [""] * 3, "query_text": ["x"] * 3, "subset": [[]] * 3}
+                 ).to_parquet(tmp_path / "val.parquet")
+    queries = QuerySet.build(gallery, tmp_path / "val.parquet")
+    assert len(queries.triplets) == 1 and queries.dropped == {"dress": 2}
+
+
+def test_top_results_list_each_querys_best_ten_and_its_targets_rank():
+    names = np.array([f"g{i}" for i in range(12)])
+    scores = torch.arange(12, dtype=torch.float32).flip(0)[None, :].repeat(2, 1)  # g0 best ... g11 worst
+    triplets = pd.DataFrame({"triplet_id": ["q0", "q1"], "source": ["generated"] * 2, "reference": ["g5", "g6"],
+                             "target": ["g2", "g11"], "caption1": ["x", "y"], "caption2": ["", ""],
+                             "query_text": ["X", "Y"]})
+    ranking = Ranking("dress", triplets, names, scores, torch.tensor([5, 6]), torch.tensor([2, 11]))
+    table = top_results("fashioniq", [ranking])
+    assert list(table["top"].iloc[0]) == [f"g{i}" for i in range(10)]  # FashionIQ keeps the reference
+    assert table["target_rank"].tolist() == [3, 12]
+    cirr = top_results("cirr", [ranking])
+    assert "g5" not in list(cirr["top"].iloc[0]) and cirr["target_rank"].tolist() == [3, 11]

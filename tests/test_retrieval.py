@@ -46,7 +46,8 @@ def test_refreshed_negatives_skip_the_targets_attribute_twins():
     model.eval()
     with torch.no_grad():
         scores = model.compose(bank.features[bank.reference], model.encode_texts(tokens)) @ bank.features.T
-    scores[bank.answer_group[None, :] == bank.answer_group[bank.target][:, None]] = float("-inf")  # the target and its twin
+    group = bank.answer_group
+    scores[group[None, :] == group[bank.target][:, None]] = float("-inf")  # the target and its twin
     assert torch.equal(mined, scores.topk(3).indices)
     assert not (mined == (bank.target + 20)[:, None]).any()
 

@@ -79,7 +79,7 @@ def caption_images(
 
 def run(params: Params, paths: Paths) -> dict[str, object]:
     """The `caption` stage: every image of the splits the pipeline reads, captioned through the cache."""
-    dataset = open_dataset(params.data)
+    dataset = open_dataset(params.data, params.seed)
     images = pd.concat([dataset.images(split) for split in dataset.splits], ignore_index=True)
     tags = {name: words for split in dataset.splits for name, words in dataset.tags(split).items()}
     cache = CaptionCache(paths.caption_cache)

@@ -98,3 +98,6 @@ class CIRR:
     def tags(self, split: str) -> dict[str, list[str]]:
         """CIRR ships no attribute tags."""
         return {}
+
+    def image_files(self) -> list[str]:
+        return list(dict.fromkeys(pd.concat([self.images(split) for split in self.splits])["path"]))

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
-
 from pipeline.config import Params
 from pipeline.data import open_dataset
 from pipeline.data.store import build_store
@@ -14,7 +12,6 @@ from pipeline.paths import Paths
 
 
 def run(params: Params, paths: Paths) -> dict[str, int]:
-    dataset = open_dataset(params.data)
-    files = pd.concat([dataset.images(split) for split in dataset.splits], ignore_index=True)["path"].tolist()
+    files = open_dataset(params.data).image_files()
     preprocess = input_preprocessing(params.model)
     return build_store(files, image_loader(preprocess), preprocess, paths.image_store, params.compute.workers)

@@ -77,7 +77,8 @@ class FashionIQ:
         return pd.DataFrame(rows, columns=IMAGE_COLUMNS)
 
     def pairs(self, split: str) -> pd.DataFrame:
-        """Annotated pairs (PAIR_COLUMNS; FashionIQ calls the reference "candidate"); pair_id is '<category>.<split>.<index in the file>', subset is empty.
+        """Annotated pairs (PAIR_COLUMNS; FashionIQ calls the reference "candidate"); pair_id is
+        '<category>.<split>.<index in the file>', subset is empty.
 
         Pairs whose reference or target image is missing are dropped and counted.
         """
@@ -111,3 +112,6 @@ class FashionIQ:
             for name, groups in listed.items():  # type: ignore[attr-defined]
                 tags[name] = [word for group in groups for word in group if word]
         return tags
+
+    def image_files(self) -> list[str]:
+        return list(dict.fromkeys(pd.concat([self.images(split) for split in self.splits])["path"]))

@@ -1,5 +1,6 @@
 """The `evaluate` stage: recall of the stage-2 model on the val split by the benchmark's protocol
-(pipeline/evaluation/protocols.py), the recall@K curve, and for CIRR the test-server files.
+(pipeline/evaluation/protocols.py) with the number of queries scored and dropped, the recall@K curve, every val
+query's top 10 (what `fashion-cir serve` shows), and for CIRR the test-server files.
 
 The query text is the validation-form join of the two relative captions (plus the reference prompt when
 triplets.reference_prompt is on), and recall is in percent.
@@ -11,15 +12,16 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from pipeline.config import Params
 from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
 from pipeline.data.store import ImageStore
 from pipeline.errors import PipelineError
-from pipeline.evaluation.protocols import METRICS, QuerySet, cirr_submissions
+from pipeline.evaluation.protocols import METRICS, Protocol, QuerySet, Ranking, cirr_submissions, top_results
 from pipeline.features.encode import stored_image_features
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, write_json, write_parquet
 from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.models.preprocessing import preprocessing
 from pipeline.models.retrieval import RetrievalModel
@@ -32,6 +34,20 @@ def split_features(model: RetrievalModel, store: ImageStore, captions: pd.DataFr
     """The split's gallery (its captioned images the store could decode) and their features."""
     gallery, rows, _ = store.select(captions[captions["split"] == split].reset_index(drop=True))
     return gallery, stored_image_features(model, store, rows, batch_size, runtime, desc=f"embed {split} gallery")
+
+
+def query_counts(protocol: Protocol, rankings: list[Ranking], queries: QuerySet) -> dict:
+    """How many val queries were scored and how many dropped (an image missing from the gallery), per category
+    (the whole split for CIRR), and a plain statement where the queries were generated rather than written by
+    people, so two runs on different data never compare as equals."""
+    counts: dict = {ranking.category: {"queries": len(ranking.triplets),
+                                       "dropped": queries.dropped.get(ranking.category, 0)} for ranking in rankings}
+    if protocol == "cirr":
+        counts = next(iter(counts.values()))
+    if (queries.triplets["source"] == "generated").all():
+        counts["val_queries"] = ("generated from the catalogue's attributes by templates (held-out val images), "
+                                 "not written by people")
+    return counts
 
 
 def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, object]]], note: str) -> None:
@@ -52,14 +68,17 @@ def run(params: Params, paths: Paths) -> dict:
     tokenizer = tokenizer_for(model.arch)
     captions = pd.read_parquet(paths.captions)
     gallery, features = split_features(model, store, captions, "val", settings.batch_size, runtime)
-    rankings = QuerySet.build(gallery, paths.triplets("val")).rankings(
-        model, tokenizer, features, settings.query, settings.batch_size, runtime)
+    queries = QuerySet.build(gallery, paths.triplets("val"))
+    rankings = queries.rankings(model, tokenizer, features, settings.query, settings.batch_size, runtime)
     if not rankings:
         raise PipelineError(f"{paths.triplets('val')} has no pair whose images are in the val gallery; "
                             f"nothing to evaluate.")
     summary, curve = METRICS[protocol](rankings, settings.recall_ks)
+    for key, value in query_counts(protocol, rankings, queries).items():
+        summary[key] = {**summary[key], **value} if isinstance(value, dict) else value
     write_json(paths.eval_metrics, summary)
     write_json(paths.recall_curve, curve)
+    write_parquet(paths.val_rankings, pa.Table.from_pandas(top_results(protocol, rankings), preserve_index=False))
 
     files: dict[str, dict[str, dict[str, object]]] = {}
     note = "FashionIQ has no public test server: nothing to submit."

@@ -13,7 +13,7 @@ captions alone (without the reference prompt, which is itself derived from the r
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +24,7 @@ import torch
 from pipeline.evaluation.metrics import (
     CIRR_KS,
     CIRR_SUBSET_KS,
+    MISSED,
     cirr_summary,
     fashioniq_summary,
     recall_at_k,
@@ -36,7 +37,7 @@ from pipeline.models.retrieval import RetrievalModel
 from pipeline.runtime import Runtime
 from pipeline.triplets.query_text import relative_text
 
-Protocol = Literal["fashioniq", "cirr"]
+Protocol = Literal["fashioniq", "cirr", "catalog"]  # a catalogue is scored per category, as FashionIQ
 Curve = list[dict[str, float]]
 
 
@@ -72,17 +73,20 @@ class QuerySet:
 
     gallery: pd.DataFrame  # name, category
     triplets: pd.DataFrame
+    dropped: dict[str, int] = field(default_factory=dict)  # per category: left out, an image not in the gallery
 
     @classmethod
     def build(cls, gallery: pd.DataFrame, triplets_path: Path) -> QuerySet:
         """Keep the triplets whose reference and (unless hidden) target are in `gallery`'s rows of their category
-        (the images that could be decoded)."""
+        (the images that could be decoded), and count the others."""
         gallery = gallery[["name", "category"]].reset_index(drop=True)
         triplets = pd.read_parquet(triplets_path)
         present = set(zip(gallery["category"], gallery["name"]))
-        keep = [(c, r) in present and (not t or (c, t) in present)
-                for c, r, t in zip(triplets["category"], triplets["reference"], triplets["target"], strict=True)]
-        return cls(gallery, triplets[keep].reset_index(drop=True))
+        keep = np.array([(c, r) in present and (not t or (c, t) in present)
+                         for c, r, t in zip(triplets["category"], triplets["reference"], triplets["target"],
+                                            strict=True)], dtype=bool)
+        dropped = triplets["category"][~keep].value_counts().to_dict() if len(triplets) else {}
+        return cls(gallery, triplets[keep].reset_index(drop=True), {str(c): int(n) for c, n in dropped.items()})
 
     def query_texts(self, mode: QueryMode) -> list[str]:
         if mode == "text":
@@ -133,15 +137,38 @@ def cirr_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
 
 
 METRICS: dict[Protocol, Callable[[list[Ranking], list[int]], tuple[dict, Curve]]] = {
-    "fashioniq": fashioniq_metrics, "cirr": cirr_metrics}
+    "fashioniq": fashioniq_metrics, "cirr": cirr_metrics, "catalog": fashioniq_metrics}
 
 
 def headline(protocol: Protocol, rankings: list[Ranking]) -> dict[str, float]:
-    """R@10, R@50 (category averages for FashionIQ) and the benchmark's headline mean: stage 2's val curves."""
+    """R@10, R@50 (category averages for FashionIQ and catalogues) and the headline mean: stage 2's val curves."""
     summary, curve = METRICS[protocol](rankings, [10, 50])
     at = {row["k"]: row["average"] for row in curve}
-    mean = summary["average"]["mean"] if protocol == "fashioniq" else summary["mean"]
+    mean = summary["mean"] if protocol == "cirr" else summary["average"]["mean"]
     return {"R@10": at[10], "R@50": at[50], "mean": mean}
+
+
+def excluded_from_ranking(protocol: Protocol, ranking: Ranking) -> torch.Tensor | None:
+    """What the protocol removes from a query's ranking: CIRR its reference image; FashionIQ nothing."""
+    return ranking.reference_mask() if protocol == "cirr" else None
+
+
+def top_results(protocol: Protocol, rankings: list[Ranking], k: int = 10) -> pd.DataFrame:
+    """Every query's top k (names and scores, best first) and its target's 1-based rank, ranked as the protocol
+    ranks them: what the served page shows for the validation queries."""
+    rows = []
+    for ranking in rankings:
+        excluded = excluded_from_ranking(protocol, ranking)
+        top = top_k(ranking.scores, k, excluded)
+        ranks = target_ranks(ranking.scores, ranking.target, excluded)
+        for q, (triplet, columns) in enumerate(zip(ranking.triplets.itertuples(), top, strict=True)):
+            rows.append({"triplet_id": triplet.triplet_id, "category": ranking.category, "source": triplet.source,
+                         "reference": triplet.reference, "target": triplet.target, "caption1": triplet.caption1,
+                         "caption2": triplet.caption2, "query_text": triplet.query_text,
+                         "target_rank": 0 if int(ranks[q]) == MISSED else int(ranks[q]) + 1,
+                         "top": [str(ranking.names[c]) for c in columns],
+                         "scores": [round(float(ranking.scores[q, c]), 5) for c in columns]})
+    return pd.DataFrame(rows)
 
 
 def cirr_submissions(ranking: Ranking) -> dict[str, dict[str, object]]:

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from pipeline.captioning.attributes import COMPARABLE_FIELDS, PATTERN_NOUNS, Attributes
+from pipeline.captioning.attributes import PATTERN_NOUNS, Attributes
 from pipeline.triplets.query_text import triplet_query_text
 from pipeline.triplets.schema import TRIPLET_COLUMNS
 
@@ -34,41 +34,48 @@ def modification_text(reference: Attributes, target: Attributes, fields: list[st
 
 
 def _attribute_codes(attributes: list[Attributes]) -> np.ndarray:
-    """[N, len(COMPARABLE_FIELDS)] integer codes of each field's value; 0 where the captioner gave none."""
-    values = [[a.value(f) for f in COMPARABLE_FIELDS] for a in attributes]
+    """[N, fields] integer codes of each field's value (the schema's fields, then any named extra attribute);
+    0 where the captioner gave none."""
+    fields = list(dict.fromkeys(name for a in attributes for name in a.field_names()))
+    values = [[a.value(f) for f in fields] for a in attributes]
     vocabulary = {v: i + 1 for i, v in enumerate(sorted({v for row in values for v in row if v is not None}))}
     return np.array([[vocabulary[v] if v is not None else 0 for v in row] for row in values]).reshape(
-        len(attributes), len(COMPARABLE_FIELDS))
+        len(attributes), len(fields))
 
 
-def _generated_row(category: str, index: int, reference: tuple[str, Attributes], target: tuple[str, Attributes],
-                   fields: list[str], use_reference_prompt: bool, rng: np.random.Generator) -> dict[str, str]:
-    (ref_name, ref), (tgt_name, tgt) = reference, target
+def _generated_row(category: str, split: str, index: int, reference: tuple[str, Attributes, str],
+                   target: tuple[str, Attributes, str], fields: list[str], use_reference_prompt: bool,
+                   rng: np.random.Generator) -> dict[str, str]:
+    (ref_name, ref, ref_caption), (tgt_name, tgt, tgt_caption) = reference, target
     first, second = rng.choice(len(_TEMPLATES), size=2, replace=False)
     caption1 = modification_text(ref, tgt, fields, int(first))
     caption2 = modification_text(ref, tgt, fields, int(second))
-    prompt = ref.sentence() if use_reference_prompt else ""
-    return {"triplet_id": f"generated-{category}-{index:06d}", "category": category, "split": "train",
+    prompt = ref_caption if use_reference_prompt else ""
+    prefix = "generated" if split == "train" else f"generated-{split}"
+    triplet_id = f"{prefix}-{category}-{index:06d}"
+    return {"triplet_id": triplet_id, "category": category, "split": split,
             "source": "generated", "pair_id": "", "subset": [], "reference": ref_name, "target": tgt_name,
-            "caption1": caption1, "caption2": caption2, "reference_caption": ref.sentence(),
-            "target_caption": tgt.sentence(), "prompt": prompt,
+            "caption1": caption1, "caption2": caption2, "reference_caption": ref_caption,
+            "target_caption": tgt_caption, "prompt": prompt,
             "query_text": triplet_query_text(caption1, caption2, prompt)}
 
 
 def generated_triplets(
     captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
-    use_reference_prompt: bool, rng: np.random.Generator,
+    use_reference_prompt: bool, rng: np.random.Generator, split: str = "train",
 ) -> pd.DataFrame:
-    """Triplets from pairs of training images whose captioned attributes differ in 1..max_changed_fields fields.
+    """Triplets of `split` from pairs of its images whose captioned attributes differ in 1..max_changed_fields
+    fields.
 
     Only fields both images have a value for are compared, so a captioner that leaves a field empty never
     produces a pair that claims a change it did not see. Annotated pairs (`exclude`) are not generated again.
     Anchors are visited in random order, in as many passes as it takes to make the count or run out of pairs.
+    The reference prompt is the reference's caption, as for annotated triplets.
     """
     rows = []
     for category, group in captions.groupby("category", sort=True):
         attributes = [Attributes.from_dict(json.loads(a)) for a in group["attributes"]]
-        names = group["name"].tolist()
+        names, texts = group["name"].tolist(), group["caption"].tolist()
         codes = _attribute_codes(attributes)
         known = codes > 0
         made, progress = 0, True
@@ -85,8 +92,9 @@ def generated_triplets(
                     continue
                 partner = int(partners[int(rng.integers(len(partners)))])
                 fields = attributes[anchor].changed_fields(attributes[partner])
-                rows.append(_generated_row(category, made, (names[anchor], attributes[anchor]),
-                                           (names[partner], attributes[partner]), fields, use_reference_prompt, rng))
+                rows.append(_generated_row(category, split, made, (names[anchor], attributes[anchor], texts[anchor]),
+                                           (names[partner], attributes[partner], texts[partner]), fields,
+                                           use_reference_prompt, rng))
                 exclude.add((names[anchor], names[partner]))
                 made, progress = made + 1, True
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)

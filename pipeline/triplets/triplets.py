@@ -1,6 +1,7 @@
 """The `triplets` stage: the annotated pairs of every split joined with their captions, plus generated training
 triplets (pipeline/triplets/generated.py, worded by an LLM with `triplets.phrasing: mllm`), as Parquet tables in the
-layout of pipeline/triplets/schema.py.
+layout of pipeline/triplets/schema.py. A catalogue with no annotated val pairs gets generated val queries instead
+(held out: made from val images only), marked `source: generated` so evaluation can say so.
 
 A triplet's query text is its relative captions followed by the reference image's sentence-level caption
 (pipeline/triplets/query_text.py), so the text side knows what the reference looks like before it is asked to
@@ -30,7 +31,8 @@ def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_referenc
     caption_of = caption_lookup(captions)
     reference = list(zip(pairs["category"], pairs["reference"]))
     target = list(zip(pairs["category"], pairs["target"]))
-    keep = [r in caption_of and (t in caption_of or not t[1]) for r, t in zip(reference, target, strict=True)]
+    keep = np.array([r in caption_of and (t in caption_of or not t[1]) for r, t in zip(reference, target, strict=True)],
+                    dtype=bool)
     table = pairs[keep].reset_index(drop=True).copy()
     table["source"] = "annotated"
     table["reference_caption"] = [caption_of[key] for key in zip(table["category"], table["reference"])]
@@ -39,14 +41,14 @@ def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_referenc
     table["prompt"] = table["reference_caption"] if use_reference_prompt else ""
     table["query_text"] = [triplet_query_text(a, b, prompt) for a, b, prompt
                            in zip(table["caption1"], table["caption2"], table["prompt"], strict=True)]
-    return table[TRIPLET_COLUMNS], len(keep) - sum(keep)
+    return table[TRIPLET_COLUMNS], int((~keep).sum())
 
 
 def run(params: Params, paths: Paths) -> dict[str, int]:
     """Annotated triplets of every split the dataset has (train, val and CIRR's test1) plus generated training
     triplets, as `<split>.parquet`, and a report of what was made and dropped."""
     settings = params.triplets
-    dataset = open_dataset(params.data)
+    dataset = open_dataset(params.data, params.seed)
     captions = pd.read_parquet(paths.captions)
     tables, uncaptioned = {}, {}
     for split in dataset.splits:
@@ -57,6 +59,11 @@ def run(params: Params, paths: Paths) -> dict[str, int]:
         captions[captions["split"] == "train"], settings.generated_per_category, settings.max_changed_fields,
         exclude=set(zip(train["reference"], train["target"], strict=True)),
         use_reference_prompt=settings.reference_prompt, rng=np.random.default_rng([params.seed, 3]))
+    if "val" in tables and tables["val"].empty and params.data.source == "catalog":
+        tables["val"] = generated_triplets(
+            captions[captions["split"] == "val"], settings.generated_val_per_category, settings.max_changed_fields,
+            exclude=set(), use_reference_prompt=settings.reference_prompt,
+            rng=np.random.default_rng([params.seed, 4]), split="val")
     phrasing: dict[str, int] = {}
     if settings.phrasing == "mllm" and len(generated):
         from pipeline.triplets.phrasing import rephrase_with_llm

@@ -1,0 +1,98 @@
+"""`fashion-cir`: use what the pipeline trained.
+
+    fashion-cir search --image REF --text "is red with long sleeves" [--k 10] [--json]
+    fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
+    fashion-cir serve [--host 127.0.0.1] [--port 8000]              # the web page
+
+REF is a gallery image's name or an image file. Run from the repository (or pass --root): the model is
+models/stage2 and the index is index/, both made by `dvc repro`. Bad input ends with one sentence on stderr and exit
+status 1; nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import PipelineError, run_stage
+from pipeline.paths import Paths
+
+
+def read_queries(path: Path) -> list[tuple[str, str]]:
+    """(image, text) pairs from a CSV with columns image and text, or JSON lines with those keys."""
+    if not path.is_file():
+        raise PipelineError(f"--queries {path} does not exist.")
+    try:
+        table = (pd.read_json(path, lines=True, dtype=str) if path.suffix in (".jsonl", ".json")
+                 else pd.read_csv(path, dtype=str, keep_default_na=False))
+    except Exception as error:  # pandas raises many types for a malformed file
+        raise PipelineError(f"--queries {path} could not be read: {str(error).splitlines()[0]}.") from None
+    missing = [c for c in ("image", "text") if c not in table.columns]
+    if missing:
+        raise PipelineError(f"--queries {path} has no column '{missing[0]}'; it needs image and text.")
+    return list(zip(table["image"].fillna("").astype(str), table["text"].fillna("").astype(str), strict=True))
+
+
+def search(args: argparse.Namespace) -> None:
+    from pipeline.search.engine import SearchEngine
+
+    if (args.queries is None) == (args.image is None):
+        raise PipelineError("give either --image and --text (one query) or --queries FILE (a batch).")
+    if args.image is not None and args.text is None:
+        raise PipelineError("--image needs --text: what should change, e.g. --text \"is red with long sleeves\".")
+    queries = read_queries(args.queries) if args.queries else [(args.image, args.text)]
+    engine = SearchEngine.open(Paths(args.root), args.checkpoint)
+    answers = []
+    for number, (image, text) in enumerate(queries, start=1):
+        try:
+            answers.append(engine.search(image, text, args.k))
+        except PipelineError as error:
+            raise PipelineError(f"{args.queries} query {number}: {error}" if args.queries else str(error)) from None
+    if args.json:
+        print(json.dumps([asdict(answer) for answer in answers], indent=2))
+        return
+    for answer in answers:
+        print(f"{answer.reference} + \"{answer.text}\"  ({answer.milliseconds:.0f} ms)")
+        for hit in answer.hits:
+            print(f"{hit.rank:4d}  {hit.name:<24} {hit.score:7.4f}  {hit.path}")
+
+
+def serve(args: argparse.Namespace) -> None:
+    from pipeline.search.server import serve as run_server
+
+    run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint)
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="fashion-cir", description=__doc__.split("\n\n")[0])
+    commands = main.add_subparsers(dest="command", required=True)
+    for name, help_text in (("search", "answer composed queries from the gallery index"),
+                            ("serve", "the web page: query the gallery, browse validation queries")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
+        command.add_argument("--checkpoint", type=Path, default=None,
+                             help="a stage-2 checkpoint directory (default: <root>/models/stage2)")
+    find = commands.choices["search"]
+    find.add_argument("--image", help="the reference: a gallery image's name, or an image file")
+    find.add_argument("--text", help="the modification text")
+    find.add_argument("--queries", type=Path, help="a batch: CSV (or JSON lines) with columns image and text")
+    find.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    find.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    web = commands.choices["serve"]
+    web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    web.add_argument("--port", type=int, default=8000)
+    return main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    run_stage(lambda: {"search": search, "serve": serve}[args.command](args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

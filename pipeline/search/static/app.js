@@ -1,0 +1,257 @@
+// fashion-cir's page: a gallery picker and composed search, and the validation queries, over the JSON API.
+"use strict";
+
+const GALLERY_PAGE = 24;
+const QUERIES_PAGE = 10;
+const state = {
+  reference: null,  // {name} for a gallery image, {file, url} for an upload
+  maxUpload: 8 * 1024 * 1024,
+  gallery: {offset: 0, total: 0},
+  queries: {offset: 0, total: 0},
+};
+
+const $ = (selector) => document.querySelector(selector);
+
+// An element with properties and children; text goes in as text, never as HTML.
+function el(tag, props = {}, children = []) {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const child of [].concat(children)) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const imageUrl = (name) => `/images/${encodeURIComponent(name)}`;
+
+// GET or POST to the API; a 4xx/5xx answer's one sentence becomes the thrown error's message.
+async function api(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({error: `the server answered ${response.status}.`}));
+  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}.`);
+  return body;
+}
+
+// One thumbnail card: image, name, and a meta line (category, score or rank).
+function thumb(name, src, meta, extra = {}) {
+  const {tag = "div", className = "", onClick, title = ""} = extra;
+  const card = el(tag, {className: `thumb ${className}`, title});
+  card.dataset.name = name;
+  if (tag === "button") card.type = "button";
+  if (onClick) card.addEventListener("click", onClick);
+  card.append(el("img", {src, alt: name, width: 128, height: 128}), el("span", {className: "name"}, name),
+              el("span", {className: "meta"}, meta.map((m) => el("span", {className: m.className || ""}, m.text))));
+  return card;
+}
+
+function setPager(pager, offset, pageSize, total) {
+  const end = Math.min(offset + pageSize, total);
+  pager.querySelector(".range").textContent = total ? `${offset + 1}–${end} of ${total}` : "nothing found";
+  pager.querySelector(".prev").disabled = offset === 0;
+  pager.querySelector(".next").disabled = end >= total;
+}
+
+function fillCategories(select, categories) {
+  if (select.options.length > 1) return;
+  for (const category of categories) select.append(el("option", {value: category}, category));
+}
+
+// ---- views -------------------------------------------------------------------------------------------------
+function showView() {
+  const view = location.hash === "#queries" ? "queries" : "search";
+  $("#view-search").hidden = view !== "search";
+  $("#view-queries").hidden = view !== "queries";
+  $("#nav-search").classList.toggle("active", view === "search");
+  $("#nav-queries").classList.toggle("active", view === "queries");
+  if (view === "queries") loadQueries();
+}
+
+// ---- gallery -----------------------------------------------------------------------------------------------
+async function loadGallery() {
+  const params = new URLSearchParams({category: $("#gallery-category").value, q: $("#gallery-q").value.trim(),
+                                      offset: state.gallery.offset, limit: GALLERY_PAGE});
+  const grid = $("#gallery");
+  try {
+    const page = await api(`/api/gallery?${params}`);
+    fillCategories($("#gallery-category"), page.categories);
+    state.gallery.total = page.total;
+    grid.replaceChildren(...page.items.map(galleryCard));
+    setPager($("#gallery-pager"), page.offset, GALLERY_PAGE, page.total);
+  } catch (error) {
+    grid.replaceChildren(el("p", {className: "status error"}, error.message));
+  }
+}
+
+function galleryCard(item) {
+  const selected = state.reference && state.reference.name === item.name;
+  return thumb(item.name, imageUrl(item.name), [{text: item.category}, {text: item.split}],
+               {tag: "button", className: selected ? "selected" : "", title: item.caption,
+                onClick: () => chooseReference({name: item.name, caption: item.caption})});
+}
+
+function chooseReference(reference) {
+  if (state.reference && state.reference.url) URL.revokeObjectURL(state.reference.url);
+  state.reference = reference;
+  const preview = $("#ref-preview");
+  preview.classList.add("chosen");
+  preview.replaceChildren(el("img", {src: reference.url || imageUrl(reference.name), alt: "reference"}));
+  $("#ref-label").textContent = reference.name || `upload: ${reference.file.name}`;
+  $("#ref-label").title = reference.caption || "";
+  for (const card of document.querySelectorAll("#gallery .thumb")) {
+    card.classList.toggle("selected", card.dataset.name === reference.name);
+  }
+  $("#text").focus();
+}
+
+function chooseUpload(event) {
+  const file = event.target.files[0];
+  if (!file) return;
+  if (file.size > state.maxUpload) {
+    showStatus(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ` +
+               `${state.maxUpload / 1048576} MB.`, true);
+    event.target.value = "";
+    return;
+  }
+  chooseReference({file, url: URL.createObjectURL(file)});
+  event.target.value = "";
+}
+
+// ---- search ------------------------------------------------------------------------------------------------
+function showStatus(message, isError = false) {
+  const status = $("#search-status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+}
+
+async function search(event) {
+  event.preventDefault();
+  const text = $("#text").value.trim();
+  if (!state.reference) return showStatus("Pick a reference image from the gallery, or upload one.", true);
+  if (!text) return showStatus("Type what should change, e.g. \u201cis red with long sleeves\u201d.", true);
+  const form = new FormData();
+  form.append("text", text);
+  form.append("k", $("#k").value);
+  if (state.reference.file) form.append("image", state.reference.file);
+  else form.append("reference", state.reference.name);
+  $("#submit").disabled = true;
+  showStatus("Searching…");
+  try {
+    drawResults(await api("/api/search", {method: "POST", body: form}));
+    showStatus("");
+  } catch (error) {
+    showStatus(error.message, true);
+  } finally {
+    $("#submit").disabled = false;
+  }
+}
+
+function drawResults(answer) {
+  const reference = state.reference;
+  const info = $("#query-info");
+  info.replaceChildren(
+    el("div", {}, [el("b", {}, `${answer.hits.length} results`), ` in ${answer.milliseconds.toFixed(0)} ms for `,
+                   el("b", {}, reference.name || "the uploaded image"), " + \u201c", answer.text, "\u201d"]),
+    el("div", {}, ["The model read: ", el("code", {id: "query-text"}, answer.query_text)]));
+  const referenceCard = thumb(reference.name || "upload", reference.url || imageUrl(reference.name),
+                              [{text: "reference", className: "rank"}], {className: "reference-card"});
+  const hits = answer.hits.map((hit) => thumb(hit.name, imageUrl(hit.name), [
+    {text: `#${hit.rank}`, className: "rank"}, {text: hit.category}, {text: hit.score.toFixed(3)}],
+    {className: "hit", title: `score ${hit.score}`}));
+  $("#results").replaceChildren(referenceCard, ...hits);
+}
+
+// ---- validation queries ------------------------------------------------------------------------------------
+async function loadQueries() {
+  const params = new URLSearchParams({category: $("#queries-category").value, offset: state.queries.offset,
+                                      limit: QUERIES_PAGE});
+  const list = $("#queries");
+  try {
+    const page = await api(`/api/queries?${params}`);
+    if (!page.available) {
+      $("#queries-pager").hidden = true;
+      list.replaceChildren(el("div", {className: "card notice", id: "queries-missing"}, page.message));
+      return;
+    }
+    $("#queries-pager").hidden = false;
+    fillCategories($("#queries-category"), page.categories);
+    state.queries.total = page.total;
+    $("#queries-summary").textContent = `${page.total} queries, ${page.failures} with the target outside the top 10`;
+    setPager($("#queries-pager"), page.offset, QUERIES_PAGE, page.total);
+    list.replaceChildren(...page.items.map(queryCard));
+  } catch (error) {
+    list.replaceChildren(el("p", {className: "status error"}, error.message));
+  }
+}
+
+function rankText(query) {
+  if (query.target_rank === 0) return "target not ranked";
+  return query.hit ? `target at rank ${query.target_rank}` : `target at rank ${query.target_rank} (missed)`;
+}
+
+function queryCard(query) {
+  const outcome = query.hit ? "hit" : "fail";
+  const modification = [query.caption1, query.caption2].filter((c) => c.trim()).join(" and ");
+  const head = el("div", {className: "query-head"}, [
+    el("span", {className: "id"}, query.triplet_id),
+    el("span", {className: "tags"}, `${query.category} · ${query.source}`),
+    el("span", {className: `badge ${outcome}`}, rankText(query))]);
+  const body = el("div", {className: "query-body"}, [
+    thumb(query.reference, imageUrl(query.reference), [{text: "reference", className: "rank"}],
+          {className: "reference-card"}),
+    thumb(query.target, imageUrl(query.target), [{text: "target", className: "target-label"}], {className: "target"}),
+    el("div", {className: "texts"}, [
+      el("p", {className: "modification"}, `\u201c${modification}\u201d`),
+      el("p", {className: "read"}, ["The model read: ", el("code", {}, query.query_text)])])]);
+  const top = el("div", {className: "grid strip"}, query.top.map((hit, i) => {
+    const isTarget = hit.name === query.target;
+    const meta = [{text: `#${i + 1}`, className: "rank"},
+                  isTarget ? {text: "target", className: "target-label"} : {text: hit.score.toFixed(3)}];
+    return thumb(hit.name, imageUrl(hit.name), meta,
+                 {className: `hit ${isTarget ? "target" : ""}`, title: `${hit.category}, score ${hit.score}`});
+  }));
+  const card = el("article", {className: `card query ${outcome}`},
+                  [head, body, el("div", {className: "label strip-label"}, "the model's top 10"), top]);
+  card.dataset.triplet = query.triplet_id;
+  return card;
+}
+
+// ---- start -------------------------------------------------------------------------------------------------
+function pageButtons(pagerId, key, pageSize, load) {
+  const pager = $(pagerId);
+  pager.querySelector(".prev").addEventListener("click", () => {
+    state[key].offset = Math.max(0, state[key].offset - pageSize);
+    load();
+  });
+  pager.querySelector(".next").addEventListener("click", () => {
+    state[key].offset += pageSize;
+    load();
+  });
+}
+
+function debounce(action, ms) {
+  let timer;
+  return () => { clearTimeout(timer); timer = setTimeout(action, ms); };
+}
+
+async function showHealth() {
+  const health = await api("/health").catch(() => null);
+  if (!health) return;
+  state.maxUpload = health.max_upload_bytes;
+  $("#health").textContent = `${health.images} gallery images`;
+}
+
+function start() {
+  const refilterGallery = () => { state.gallery.offset = 0; loadGallery(); };
+  $("#gallery-category").addEventListener("change", refilterGallery);
+  $("#gallery-q").addEventListener("input", debounce(refilterGallery, 250));
+  $("#queries-category").addEventListener("change", () => { state.queries.offset = 0; loadQueries(); });
+  pageButtons("#gallery-pager", "gallery", GALLERY_PAGE, loadGallery);
+  pageButtons("#queries-pager", "queries", QUERIES_PAGE, loadQueries);
+  $("#upload").addEventListener("change", chooseUpload);
+  $("#search-form").addEventListener("submit", search);
+  window.addEventListener("hashchange", showView);
+  showHealth();
+  loadGallery();
+  showView();
+}
+
+start();

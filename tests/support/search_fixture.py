@@ -1,0 +1,70 @@
+"""A small, real search setup without DVC: what `fashion-cir search` and `serve` read, built in seconds.
+
+The tiny demo catalogue goes through the real stage functions (caption, triplets, decode, index) under a temporary
+`Paths` root; the stage-2 checkpoint is an UNTRAINED model (the server's behaviour does not depend on the weights,
+and training would take minutes). The val rankings (`Paths.val_rankings`, the schema of
+pipeline/evaluation/protocols.py's `top_results`) are computed with the search engine itself: each val triplet's
+reference and relative text, searched over the whole gallery, gives its top 10 and its target's rank.
+
+tests/conftest.py registers it as a plugin; the fixture `search_root` is
+built once per session and shared by every module that asks for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from pipeline.config import DataParams, ModelParams, Params
+from pipeline.io import write_parquet
+from pipeline.paths import Paths
+from pipeline.triplets.query_text import relative_text
+
+TOP = 10
+
+
+def build_search_root(root: Path, catalogue: Path) -> Paths:
+    """Caption, triplets, decode, an untrained stage-2 checkpoint, the index and the val rankings under `root`."""
+    # torch and open_clip load here, when a test first needs the setup, not while pytest collects
+    from pipeline.captioning import caption
+    from pipeline.data import decode
+    from pipeline.models.clip import create_model, save_checkpoint
+    from pipeline.search import index
+    from pipeline.triplets import triplets
+
+    params, paths = Params(data=DataParams(root=str(catalogue))), Paths(root)
+    for stage in (caption, triplets, decode):
+        stage.run(params, paths)
+    save_checkpoint(paths.stage2_dir, create_model(ModelParams(), seed=0))
+    index.run(params, paths)
+    write_val_rankings(paths)
+    return paths
+
+
+def write_val_rankings(paths: Paths) -> pd.DataFrame:
+    """Every val triplet ranked by the engine over the whole gallery, in the columns `evaluate` writes."""
+    from pipeline.search.engine import SearchEngine
+
+    engine = SearchEngine.open(paths)
+    rows = []
+    for triplet in pd.read_parquet(paths.triplets("val")).itertuples():
+        text = relative_text(triplet.caption1, triplet.caption2)
+        answer = engine.search(triplet.reference, text, len(engine.gallery))
+        names = [hit.name for hit in answer.hits]
+        rows.append({"triplet_id": triplet.triplet_id, "category": triplet.category, "source": triplet.source,
+                     "reference": triplet.reference, "target": triplet.target, "caption1": triplet.caption1,
+                     "caption2": triplet.caption2, "query_text": answer.query_text,
+                     "target_rank": names.index(triplet.target) + 1 if triplet.target in names else 0,
+                     "top": names[:TOP], "scores": [round(hit.score, 5) for hit in answer.hits[:TOP]]})
+    table = pd.DataFrame(rows)
+    write_parquet(paths.val_rankings, pa.Table.from_pandas(table, preserve_index=False))
+    return table
+
+
+@pytest.fixture(scope="session")
+def search_root(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The root of a built search setup (index, untrained stage-2 model, val rankings), once per session."""
+    return build_search_root(tmp_path_factory.mktemp("search"), tiny_catalogue).root

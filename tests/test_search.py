@@ -1,0 +1,97 @@
+"""`fashion-cir search` on the tiny DAG's index: the command a person runs, its answers and its one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.paths import Paths
+from pipeline.search.engine import SearchEngine
+
+pytestmark = pytest.mark.e2e
+
+FASHION_CIR = [sys.executable, "-m", "pipeline.cli"]
+
+
+def search(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*FASHION_CIR, "search", "--root", str(root), *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_repo: Path) -> str:
+    return str(pd.read_parquet(Paths(tiny_repo).val_rankings)["reference"].iloc[0])
+
+
+def test_one_query_gives_k_ranked_results_without_the_reference(tiny_repo: Path, reference: str):
+    result = search(tiny_repo, "--image", reference, "--text", "is red with long sleeves", "--k", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    (answer,) = json.loads(result.stdout)
+    names = [hit["name"] for hit in answer["hits"]]
+    assert len(names) == 5 and reference not in names and len(set(names)) == 5
+    scores = [hit["score"] for hit in answer["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(Path(hit["path"]).is_file() for hit in answer["hits"])
+    assert answer["query_text"].startswith("Is red with long sleeves. ")  # the reference's caption follows
+    engine = SearchEngine.open(Paths(tiny_repo))
+    assert [h.name for h in engine.search(reference, "is red with long sleeves", 5).hits] == names
+
+
+def test_an_image_file_and_a_batch_of_queries(tiny_repo: Path, reference: str, tmp_path: Path):
+    gallery = pd.read_parquet(Paths(tiny_repo).index_dir / "gallery.parquet").set_index("name")
+    image = tiny_repo / gallery.at[reference, "path"]  # stored relative to the repository
+    queries = tmp_path / "queries.csv"
+    pd.DataFrame({"image": [str(image), reference], "text": ["is blue", "has a v-neck"]}).to_csv(queries, index=False)
+    result = search(tiny_repo, "--queries", str(queries), "--k", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [len(a["hits"]) for a in answers] == [3, 3]
+    assert answers[0]["query_text"] == "Is blue"  # a file from outside the gallery has no caption to append
+    table = search(tiny_repo, "--image", reference, "--text", "is blue", "--k", "2")
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image", "no-such-image.jpg", "--text", "is red"], "neither a gallery image name nor an existing file"),
+    (["--image", "{reference}", "--text", "  "], "the modification text is empty"),
+    (["--image", "{reference}", "--text", "is red", "--k", "0"], "k = 0 is not allowed"),
+    (["--image", "{reference}"], "--image needs --text"),
+    (["--image", "{broken}", "--text", "is red"], "is not an image Pillow can read"),
+])
+def test_bad_input_is_one_sentence_and_exit_status_1(tiny_repo: Path, reference: str, tmp_path: Path,
+                                                    args: list[str], message: str):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    result = search(tiny_repo, *[a.format(reference=reference, broken=broken) for a in args])
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_index_or_another_models_index_is_one_sentence(tiny_repo: Path, reference: str, tmp_path: Path):
+    nothing = search(tmp_path, "--image", reference, "--text", "is red")
+    assert nothing.returncode == 1 and "no search index at" in nothing.stderr
+    other = search(tiny_repo, "--image", reference, "--text", "is red", "--checkpoint",
+                   str(Paths(tiny_repo).stage1_dir))
+    assert other.returncode == 1 and "was built from another model" in other.stderr
+    copy = tmp_path / "repo"
+    shutil.copytree(Paths(tiny_repo).index_dir, Paths(copy).index_dir)
+    missing_model = search(copy, "--image", reference, "--text", "is red")
+    assert missing_model.returncode == 1 and "model.pt is missing" in missing_model.stderr
+
+
+def test_every_val_query_has_its_top_ten_and_target_rank(tiny_repo: Path):
+    rankings = pd.read_parquet(Paths(tiny_repo).val_rankings)
+    metrics = json.loads(Paths(tiny_repo).eval_metrics.read_text())
+    assert len(rankings) == sum(metrics[c]["queries"] for c in ("dress", "shirt", "toptee"))
+    for row in rankings.itertuples():
+        assert len(row.top) == 10 and len(row.scores) == 10
+        if row.target in list(row.top):
+            assert list(row.top).index(row.target) + 1 == row.target_rank
+        else:
+            assert row.target_rank > 10

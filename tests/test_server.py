@@ -1,0 +1,224 @@
+"""`fashion-cir serve`'s JSON API through FastAPI's TestClient, on a small real index (tests/support/search_fixture.py):
+answers agree with the engine, every bad request is a 4xx with one sentence and the server carries on, images are
+reachable only by gallery name, and an oversized upload is refused without being read whole."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from pipeline.paths import Paths
+from pipeline.search.engine import SearchEngine
+from pipeline.search.server import MAX_UPLOAD_BYTES, create_app
+
+TEXT = "is red with long sleeves"
+
+
+@pytest.fixture(scope="module")
+def engine(search_root: Path) -> SearchEngine:
+    return SearchEngine.open(Paths(search_root))
+
+
+@pytest.fixture(scope="module")
+def app(search_root: Path, engine: SearchEngine) -> FastAPI:
+    return create_app(Paths(search_root), engine)
+
+
+@pytest.fixture(scope="module")
+def client(app: FastAPI) -> TestClient:
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def reference(search_root: Path) -> str:
+    return str(pd.read_parquet(Paths(search_root).val_rankings)["reference"].iloc[0])
+
+
+@pytest.fixture(scope="module")
+def image_file(engine: SearchEngine, reference: str) -> Path:
+    return Path(engine.gallery["path"].iat[engine.row_of[reference]])
+
+
+def good_search(client: TestClient, reference: str, k: int = 3) -> dict:
+    """A valid query; asserted to succeed, so calling it after a bad request shows the server is still fine."""
+    answer = client.post("/api/search", data={"reference": reference, "text": TEXT, "k": str(k)})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["hits"]) == k
+    return answer.json()
+
+
+def test_the_page_and_its_assets_are_local(client: TestClient):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN: the page works offline
+    for asset, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        served = client.get(f"/static/{asset}")
+        assert served.status_code == 200 and served.headers["content-type"].startswith(kind)
+        assert "http://" not in served.text and "https://" not in served.text
+    assert client.get("/static/..%2Fserver.py").status_code == 404
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["images"] == 75 and health["rankings"] is True
+
+
+def test_search_by_name_gives_the_engines_answer(client: TestClient, engine: SearchEngine, reference: str):
+    answer = good_search(client, reference, k=7)
+    expected = engine.search(reference, TEXT, 7)
+    assert answer["hits"][0]["name"] == expected.hits[0].name
+    assert [hit["name"] for hit in answer["hits"]] == [hit.name for hit in expected.hits]
+    assert reference not in [hit["name"] for hit in answer["hits"]]
+    assert answer["query_text"] == expected.query_text and answer["query_text"].startswith("Is red with long sleeves. ")
+    assert answer["milliseconds"] > 0 and answer["hits"][0]["rank"] == 1
+    assert set(answer["hits"][0]) == {"rank", "name", "category", "score"}  # no filesystem paths leave the server
+    assert len(good_search(client, reference, k=10)["hits"]) == 10  # k's default page size
+
+
+def test_an_uploaded_image_is_searched_without_a_caption(client: TestClient, image_file: Path):
+    answer = client.post("/api/search", data={"text": "is blue", "k": "4"},
+                         files={"image": ("mine.png", image_file.read_bytes(), "image/png")})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["hits"]) == 4 and answer.json()["query_text"] == "Is blue"
+
+
+def test_k_defaults_to_ten(client: TestClient, reference: str):
+    answer = client.post("/api/search", data={"reference": reference, "text": TEXT})
+    assert answer.status_code == 200 and len(answer.json()["hits"]) == 10
+
+
+@pytest.mark.parametrize("data, upload, status, message", [
+    ({"reference": "{reference}", "text": "   "}, None, 400, "the modification text is empty"),
+    ({"reference": "{reference}"}, None, 400, "needs a text field"),
+    ({"reference": "no-such-image", "text": TEXT}, None, 400, "no gallery image is named"),
+    ({"reference": "{image_file}", "text": TEXT}, None, 400, "no gallery image is named"),  # a path is not a name
+    ({"reference": "/etc/passwd", "text": TEXT}, None, 400, "no gallery image is named"),
+    ({"text": TEXT}, b"not an image", 400, "not an image Pillow can read"),
+    ({"text": TEXT}, b"", 400, "not an image Pillow can read"),
+    ({"text": TEXT}, None, 400, "exactly one reference"),
+    ({"reference": "{reference}", "text": TEXT}, b"\x89PNG", 400, "exactly one reference"),
+    ({"reference": "{reference}", "text": TEXT, "k": "0"}, None, 400, "k must be a whole number from 1 to 100"),
+    ({"reference": "{reference}", "text": TEXT, "k": "101"}, None, 400, "k must be a whole number from 1 to 100"),
+    ({"reference": "{reference}", "text": TEXT, "k": "ten"}, None, 400, "k must be a whole number from 1 to 100"),
+    ({"reference": "{reference}", "text": TEXT, "k": "-3"}, None, 400, "k must be a whole number from 1 to 100"),
+])
+def test_a_bad_search_is_one_sentence_and_the_server_carries_on(client: TestClient, reference: str,
+                                                                 image_file: Path, data: dict, upload: bytes | None,
+                                                                 status: int, message: str):
+    form = {key: value.format(reference=reference, image_file=image_file) for key, value in data.items()}
+    files = None if upload is None else {"image": ("upload.png", upload, "image/png")}
+    answer = client.post("/api/search", data=form, files=files)
+    assert answer.status_code == status and answer.headers["content-type"] == "application/json"
+    assert list(answer.json()) == ["error"] and message in answer.json()["error"]
+    assert answer.json()["error"].endswith(".") and "\n" not in answer.json()["error"]
+    good_search(client, reference)
+
+
+@pytest.mark.parametrize("url, message", [
+    ("/api/gallery?category=shoes", "unknown category 'shoes'"),
+    ("/api/gallery?offset=-1", "offset"),
+    ("/api/gallery?limit=0", "limit"),
+    ("/api/gallery?limit=many", "limit"),
+    ("/api/queries?category=shoes", "unknown category 'shoes'"),
+    ("/api/queries?limit=1000", "limit"),
+])
+def test_bad_listing_parameters_are_400_with_one_sentence(client: TestClient, reference: str, url: str,
+                                                          message: str):
+    answer = client.get(url)
+    assert answer.status_code == 400 and message in answer.json()["error"]
+    assert client.get("/api/gallery").status_code == 200
+    good_search(client, reference)
+
+
+@pytest.mark.parametrize("url", [
+    "/images/..%2F..%2Fetc%2Fpasswd",
+    "/images/../../etc/passwd",
+    "/images/%2Fetc%2Fpasswd",
+    "/images//etc/passwd",
+    "/images/{image_file}",
+    "/images/{parent}%2F{name}",
+    "/images/no-such-image",
+    "/images/",
+])
+def test_images_are_reachable_only_by_gallery_name(client: TestClient, reference: str, image_file: Path, url: str):
+    answer = client.get(url.format(image_file=image_file, parent=image_file.parent, name=image_file.name))
+    assert answer.status_code == 404 and "error" in answer.json()
+
+
+def test_a_gallery_image_is_served_as_is(client: TestClient, reference: str, image_file: Path):
+    answer = client.get(f"/images/{reference}")
+    assert answer.status_code == 200 and answer.content == image_file.read_bytes()
+    assert answer.headers["content-type"] == "image/png" and "max-age" in answer.headers["cache-control"]
+
+
+@pytest.mark.parametrize("size", [MAX_UPLOAD_BYTES + 1, 2 * MAX_UPLOAD_BYTES])  # just over (parsed), far over
+def test_an_upload_over_the_limit_is_413(client: TestClient, reference: str, size: int):
+    big = b"\x89PNG" + bytes(size - 4)
+    answer = client.post("/api/search", data={"text": TEXT}, files={"image": ("big.png", big, "image/png")})
+    assert answer.status_code == 413 and "larger than 8 MB" in answer.json()["error"]
+    good_search(client, reference)
+
+
+def test_an_oversized_body_without_a_length_is_refused_while_reading(app: FastAPI):
+    """A chunked upload that never ends: the app answers 413 after the limit, having read only that much."""
+    head = (b'--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n")
+    chunk, pulled, sent = 1 << 20, [], []
+
+    async def receive() -> dict:
+        pulled.append(chunk)
+        return {"type": "http.request", "body": head if len(pulled) == 1 else bytes(chunk), "more_body": True}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/search", "raw_path": b"/api/search", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"multipart/form-data; boundary=xyz")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert len(pulled) * chunk <= MAX_UPLOAD_BYTES + 2 * chunk  # stopped at the limit, not at the end
+
+
+def test_the_gallery_filters_and_pages(client: TestClient, engine: SearchEngine, reference: str):
+    everything = client.get("/api/gallery?limit=200").json()
+    assert everything["total"] == len(engine.gallery) and everything["categories"] == ["dress", "shirt", "toptee"]
+    dresses = client.get("/api/gallery?category=dress&limit=200").json()
+    assert dresses["total"] == 25 and {item["category"] for item in dresses["items"]} == {"dress"}
+    by_name = client.get(f"/api/gallery?q={reference.lower()}").json()
+    assert reference in [item["name"] for item in by_name["items"]]
+    caption_word = str(engine.gallery["caption"].iat[0]).split()[1]
+    by_caption = client.get(f"/api/gallery?q={caption_word.upper()}&limit=200").json()
+    assert 0 < by_caption["total"] and all(caption_word in item["caption"].lower() for item in by_caption["items"])
+    pages = [client.get(f"/api/gallery?offset={offset}&limit=10").json()["items"] for offset in range(0, 80, 10)]
+    assert [item["name"] for page in pages for item in page] == engine.gallery["name"].tolist()
+
+
+def test_validation_queries_come_failures_first(client: TestClient, search_root: Path):
+    rankings = pd.read_parquet(Paths(search_root).val_rankings)
+    listing = client.get("/api/queries?limit=100").json()
+    assert listing["available"] and listing["total"] == len(rankings)
+    ranks = [item["target_rank"] for item in listing["items"]]
+    severity = [rank or 1 << 30 for rank in ranks]
+    assert severity == sorted(severity, reverse=True)
+    assert listing["failures"] == sum(not 1 <= rank <= 10 for rank in ranks) > 0
+    for item in listing["items"]:
+        assert len(item["top"]) == 10 and item["hit"] == (item["target"] in [hit["name"] for hit in item["top"]])
+    shirts = client.get("/api/queries?category=shirt&offset=1&limit=2").json()
+    assert [item["category"] for item in shirts["items"]] == ["shirt", "shirt"]
+    assert shirts["total"] == int((rankings["category"] == "shirt").sum())
+
+
+def test_missing_rankings_are_a_sentence_not_a_failure(engine: SearchEngine, tmp_path: Path):
+    listing = TestClient(create_app(Paths(tmp_path), engine)).get("/api/queries").json()
+    assert listing["available"] is False and "run `dvc repro`" in listing["message"]
+
+
+def test_unknown_pages_and_methods_are_json(client: TestClient):
+    missing = client.get("/no/such/page")
+    assert missing.status_code == 404 and "error" in missing.json()
+    wrong = client.get("/api/search")
+    assert wrong.status_code == 405 and "error" in wrong.json()
