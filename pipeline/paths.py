@@ -17,6 +17,11 @@ class Paths:
         return self.root / "data/synthetic"
 
     @property
+    def dataset_summary(self) -> Path:
+        """What the `validate` stage read: images and pairs per split, what was dropped."""
+        return self.root / "data/dataset.json"
+
+    @property
     def captions_dir(self) -> Path:
         return self.root / "data/captions"
 

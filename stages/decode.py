@@ -9,8 +9,9 @@ from pipeline.paths import Paths
 
 def main() -> None:
     report = decode.run(stage_params("decode"), Paths())
-    print(f"decode: {report['images']} images, {report['undecodable_images']} undecodable"
-          + (f", resumed after {report['resumed_from']}" if report["resumed_from"] else ""))
+    resumed = (f", resumed after {report['resumed_from']} ({report['decoded_again']} changed or failed before, decoded "
+               f"again)" if report["resumed_from"] else "")
+    print(f"decode: {report['images']} images, {report['undecodable_images']} undecodable{resumed}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def test_wrong_root_and_missing_split_are_one_sentence(tiny_cirr, tmp_path):
     root = tmp_path / "cirr"
     shutil.copytree(tiny_cirr, root)
     (root / "captions" / "cap.rc2.test1.json").unlink()
-    with pytest.raises(PipelineError, match=r"cap.rc2.test1.json is missing; data.source is cirr"):
+    with pytest.raises(PipelineError, match=r"cap.rc2.test1.json is missing; the pipeline reads CIRR's test1 split"):
         CIRR(root).pairs("test1")
 
 

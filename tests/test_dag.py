@@ -69,6 +69,19 @@ def test_unknown_param_stops_with_one_sentence_and_keeps_outputs(tiny_repo: Path
     assert model.stat().st_mtime == before
 
 
+def test_a_missing_data_root_is_the_projects_sentence_not_dvcs(tiny_repo: Path):
+    params = (tiny_repo / "params.yaml").read_text()
+    try:
+        (tiny_repo / "params.yaml").write_text(params.replace("root: data/synthetic", "root: datasets/nowhere"))
+        result = run(["dvc", "repro"], tiny_repo, check=False)
+    finally:
+        (tiny_repo / "params.yaml").write_text(params)
+    output = result.stderr + result.stdout
+    assert result.returncode != 0
+    assert "error: data.root = 'datasets/nowhere' does not exist; expected a FashionIQ-layout dataset" in output
+    assert "Errno 2" not in output and "Traceback" not in output
+
+
 def test_mining_with_same_caption_never_returns_an_attribute_twin(tiny_repo: Path, tmp_path: Path):
     """The mine stage on the tiny run's features, with captions rewritten to two kinds so that about half of every
     gallery twins each target: the default rule mines twins, `same_caption` none, and still k per triplet."""

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,7 +38,7 @@ def test_store_holds_each_file_once_and_skips_what_cannot_be_decoded(tmp_path):
     paths = [good[0], str(broken), str(tmp_path / "missing.png"), good[1], good[0]]
     loader, preprocess = _loader()
     report = build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
-    assert report == {"images": 2, "undecodable_images": 2, "resumed_from": 0}
+    assert report == {"images": 2, "undecodable_images": 2, "resumed_from": 0, "decoded_again": 0}
     store = ImageStore.open(tmp_path / "store")
     assert store.rows(paths).tolist() == [0, -1, -1, 3, 0]
     assert store.pixels.dtype == np.uint8 and store.pixels.shape[1:] == (3, 64, 64)
@@ -71,6 +73,37 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     for path in paths:
         assert np.array_equal(store.pixels[store.row_of[path]], decode_file(path, loader).numpy()), path
     assert not (tmp_path / ".store.partial").exists()
+
+
+def test_a_resumed_build_decodes_changed_and_fixed_files_again(tmp_path, monkeypatch):
+    """Kill the build after two chunks, replace a decoded file and fix one that could not be decoded: the resumed
+    store holds exactly what a fresh build of the files as they are now holds."""
+    paths = _images(tmp_path, 7)
+    broken = Path(paths[1])
+    good_bytes = broken.read_bytes()
+    broken.write_bytes(b"not an image")
+    loader, preprocess = _loader()
+    monkeypatch.setattr(store_module, "BATCH", 2)
+    monkeypatch.setattr(store_module, "CHUNK", 2)
+    real = store_module.decode_files
+
+    def interrupted(*args, **kwargs):
+        for count, batch in enumerate(real(*args, **kwargs)):
+            if count == 2:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(store_module, "decode_files", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
+    monkeypatch.setattr(store_module, "decode_files", real)
+    broken.write_bytes(good_bytes)  # fixed
+    Path(paths[0]).write_bytes(Path(paths[5]).read_bytes())  # replaced by another picture
+    report = build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
+    assert report["resumed_from"] == 4 and report["decoded_again"] == 2 and report["undecodable_images"] == 0
+    store = ImageStore.open(tmp_path / "store")
+    for path in paths:
+        assert np.array_equal(store.pixels[store.row_of[path]], decode_file(path, loader).numpy()), path
 
 
 def test_a_store_decoded_for_other_preprocessing_is_refused(tmp_path):

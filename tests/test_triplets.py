@@ -25,13 +25,14 @@ def _captions(rows):
                           "attributes": json.dumps(a.to_dict())} for n, c, a in rows])
 
 
-def test_annotated_triplets_append_the_reference_prompt_and_drop_uncaptioned_pairs():
+def test_annotated_triplets_append_the_reference_prompt_and_count_each_drop_with_its_reason():
     red = Attributes("dress", colors=("red",), pattern="solid", sleeves="short sleeves")
     blue = Attributes("dress", colors=("blue",), pattern="solid", sleeves="short sleeves")
     captions = _captions([("a", "dress", red), ("b", "dress", blue)])
-    pairs = _pairs([("dress", "a", "b", "is blue", "is darker"), ("dress", "a", "corrupt", "x", "y")])
+    pairs = _pairs([("dress", "a", "b", "is blue", "is darker"), ("dress", "a", "corrupt", "x", "y"),
+                    ("dress", "b", "a", " ", "")])
     table, dropped = annotated_triplets(pairs, captions, use_reference_prompt=True)
-    assert len(table) == 1 and dropped == 1
+    assert len(table) == 1 and dropped == {"undecodable image": 1, "empty text": 1}
     assert table.loc[0, "query_text"] == "Is blue and is darker. a red dress with short sleeves"
     assert table.loc[0, "pair_id"] == "p0"
     assert annotated_triplets(pairs, captions, False)[0].loc[0, "query_text"] == "Is blue and is darker"

@@ -26,6 +26,7 @@ import pandas as pd
 
 from pipeline.config import CatalogParams
 from pipeline.data import IMAGE_COLUMNS, PAIR_COLUMNS, TITLE_TAG
+from pipeline.data.annotations import CATALOG_TRIPLETS, parse_annotation
 from pipeline.data.fashioniq import IMAGE_EXTENSIONS
 from pipeline.errors import PipelineError
 
@@ -152,21 +153,21 @@ class Catalog:
             if column not in table.columns:
                 raise PipelineError(f"{path} has no column '{column}'; an annotated triplets table has reference, "
                                     f"target, text1 and optionally text2 and split.")
+        entries = parse_annotation(table.to_dict("records"), CATALOG_TRIPLETS, path)
         where = self.products.set_index("name")
         rows, dropped = [], 0
-        for i, row in enumerate(table.to_dict("records")):
-            reference, target = Path(row["reference"]).stem, Path(row["target"]).stem
+        for i, entry in enumerate(entries):
+            reference, target = Path(entry.reference).stem, Path(entry.target).stem
             if reference not in where.index or target not in where.index:
                 dropped += split == "train"  # counted once, under train
                 continue
-            pair_split = row.get("split") or where.at[reference, "split"]
-            if pair_split != split:
+            if (entry.split or where.at[reference, "split"]) != split:
                 continue
             if where.at[target, "split"] != split or where.at[target, "category"] != where.at[reference, "category"]:
                 dropped += 1
                 continue
-            rows.append((where.at[reference, "category"], split, f"catalog.{i}", reference, target,
-                         row["text1"].strip(), str(row.get("text2", "")).strip(), []))
+            rows.append((where.at[reference, "category"], split, f"catalog.{i}", reference, target, entry.text1,
+                         entry.text2.strip(), []))
         self.missing[f"{split}.pairs_dropped"] = dropped
         return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from pipeline.data import IMAGE_COLUMNS, PAIR_COLUMNS
-from pipeline.data.annotations import load_annotation
+from pipeline.data.annotations import CIRR_CAPTIONS, CIRR_IMAGE_SPLIT, load_annotation, parse_annotation
 from pipeline.errors import PipelineError
 
 CATEGORY = "cirr"
@@ -46,18 +46,17 @@ class CIRR:
                 raise PipelineError(f"data.root = '{self.root}' has no '{sub}/' folder; expected CIRR's layout "
                                     f"({LAYOUT}).")
 
-    def _load(self, kind: str, split: str) -> object:
+    def _load(self, kind: str, split: str) -> Any:
+        """An annotation file, checked against its schema (pipeline/data/annotations.py)."""
         name = {"captions": f"cap.rc2.{split}.json", "image_splits": f"split.rc2.{split}.json"}[kind]
-        return load_annotation(self.root / kind / name, f"CIRR's: {LAYOUT}",
-                               f"data.source is cirr and the pipeline reads the {split} split")
+        path = self.root / kind / name
+        data = load_annotation(path, f"CIRR's: {LAYOUT}", f"the pipeline reads CIRR's {split} split")
+        return parse_annotation(data, CIRR_CAPTIONS if kind == "captions" else CIRR_IMAGE_SPLIT, path)
 
     def _image_paths(self, split: str) -> dict[str, Path]:
         """Existing image files of `split` by name (cached: pairs() and images() both need them)."""
         if split not in self._paths:
             listed = self._load("image_splits", split)
-            if not isinstance(listed, dict):
-                raise PipelineError(f"{self.root / 'image_splits' / f'split.rc2.{split}.json'} must map image names "
-                                    f"to relative paths.")
             found: dict[str, Path] = {}
             for name, relative in listed.items():
                 for base in (self.root, self.root.parent):
@@ -75,23 +74,19 @@ class CIRR:
     def pairs(self, split: str) -> pd.DataFrame:
         """Annotated pairs (PAIR_COLUMNS): pair_id is CIRR's pairid, caption2 is empty (CIRR has one caption), subset
         is the pair's img_set members (the reference included, as published; evaluation removes it)."""
-        entries = self._load("captions", split)
-        if not isinstance(entries, list):
-            raise PipelineError(f"{self.root / 'captions' / f'cap.rc2.{split}.json'} must be a list of pairs.")
+        path = self.root / "captions" / f"cap.rc2.{split}.json"
         present = self._image_paths(split)
         rows, dropped = [], 0
-        for i, entry in enumerate(entries):
-            try:
-                pair_id, reference, caption = entry["pairid"], entry["reference"], entry["caption"]
-                target = entry["target_hard"] if split != TEST_SPLIT else ""
-                members = list(entry["img_set"]["members"])
-            except (KeyError, TypeError):
-                raise PipelineError(f"captions/cap.rc2.{split}.json entry {i} lacks 'pairid', 'reference', "
-                                    f"'caption', 'img_set' or (outside test1) 'target_hard'.") from None
-            if reference not in present or (target and target not in present):
+        for i, entry in enumerate(self._load("captions", split)):
+            if split != TEST_SPLIT and entry.target_hard is None:
+                raise PipelineError(f"{path} entry {i}: field 'target_hard' is missing; every pair outside "
+                                    f"{TEST_SPLIT} names its target.")
+            target = entry.target_hard if split != TEST_SPLIT else ""
+            if entry.reference not in present or (target and target not in present):
                 dropped += 1
                 continue
-            rows.append((CATEGORY, split, str(pair_id), reference, target, caption.strip(), "", members))
+            rows.append((CATEGORY, split, str(entry.pairid), entry.reference, target, entry.caption.strip(), "",
+                         list(entry.img_set.members)))
         self.missing[f"{split}.pairs_dropped"] = dropped
         return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 

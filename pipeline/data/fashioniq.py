@@ -15,12 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
 from pipeline.data import IMAGE_COLUMNS, PAIR_COLUMNS
-from pipeline.data.annotations import load_annotation
+from pipeline.data.annotations import (
+    FASHIONIQ_CAPTIONS,
+    FASHIONIQ_IMAGE_SPLIT,
+    FASHIONIQ_TAGS,
+    load_annotation,
+    parse_annotation,
+)
 from pipeline.errors import PipelineError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -49,10 +55,12 @@ class FashionIQ:
                 raise PipelineError(f"data.root = '{self.root}' has no '{sub}/' folder; expected FashionIQ's layout "
                                     f"({LAYOUT}).")
 
-    def _load(self, kind: str, category: str, split: str) -> object:
+    def _load(self, kind: str, category: str, split: str) -> Any:
+        """An annotation file, checked against its schema (pipeline/data/annotations.py)."""
         name = {"captions": f"cap.{category}.{split}.json", "image_splits": f"split.{category}.{split}.json"}[kind]
-        return load_annotation(self.root / kind / name, f"FashionIQ's: {LAYOUT}",
-                               f"data.categories asks for '{category}'")
+        path = self.root / kind / name
+        data = load_annotation(path, f"FashionIQ's: {LAYOUT}", f"data.categories asks for '{category}'")
+        return parse_annotation(data, FASHIONIQ_CAPTIONS if kind == "captions" else FASHIONIQ_IMAGE_SPLIT, path)
 
     @cached_property
     def image_paths(self) -> dict[str, Path]:
@@ -64,8 +72,6 @@ class FashionIQ:
         rows = []
         for category in self.categories:
             names = self._load("image_splits", category, split)
-            if not isinstance(names, list):
-                raise PipelineError(f"image_splits/split.{category}.{split}.json must be a list of image names.")
             absent = 0
             for name in names:
                 path = self.image_paths.get(name)
@@ -84,20 +90,14 @@ class FashionIQ:
         """
         rows = []
         for category in self.categories:
-            entries = self._load("captions", category, split)
             dropped = 0
-            for i, entry in enumerate(entries):  # type: ignore[arg-type]
-                try:
-                    reference, target, captions = entry["candidate"], entry["target"], entry["captions"]
-                except (KeyError, TypeError):
-                    raise PipelineError(f"captions/cap.{category}.{split}.json entry {i} lacks 'candidate', "
-                                        f"'target' or 'captions'.") from None
-                if reference not in self.image_paths or target not in self.image_paths:
+            for i, entry in enumerate(self._load("captions", category, split)):
+                if entry.candidate not in self.image_paths or entry.target not in self.image_paths:
                     dropped += 1
                     continue
-                first, second = (list(captions) + ["", ""])[:2]
-                rows.append((category, split, f"{category}.{split}.{i}", reference, target, first.strip(),
-                             second.strip(), []))
+                first, second = (list(entry.captions) + [""])[:2]
+                rows.append((category, split, f"{category}.{split}.{i}", entry.candidate, entry.target,
+                             first.strip(), second.strip(), []))
             self.missing[f"{category}.{split}.pairs_dropped"] = dropped
         return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
@@ -108,8 +108,9 @@ class FashionIQ:
             path = self.root / "tags" / f"asin2attr.{category}.{split}.json"
             if not path.is_file():
                 continue
-            listed = load_annotation(path, f"FashionIQ's: {LAYOUT}", "tags were found for this category")
-            for name, groups in listed.items():  # type: ignore[attr-defined]
+            listed = parse_annotation(load_annotation(path, f"FashionIQ's: {LAYOUT}", "tags were found"),
+                                      FASHIONIQ_TAGS, path)
+            for name, groups in listed.items():
                 tags[name] = [word for group in groups for word in group if word]
         return tags
 

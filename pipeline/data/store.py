@@ -7,13 +7,15 @@ uint8, so no later stage or epoch decodes a JPEG again.
     data/image_store/store.json     the preprocessing it was decoded with and the files that could not be decoded
 
 Decoding runs in worker processes (a torch DataLoader; Pillow releases little of the GIL for resizing). It is
-resumable: rows go in chunks into a partial directory beside the store, with the number done recorded after each
-chunk, so an interrupted first decoding of a large dataset picks up where it stopped.
+resumable: rows go in chunks into a partial directory beside the store, with the number done and each decoded file's
+size, modification time and content digest recorded after each chunk, so an interrupted first decoding of a large
+dataset picks up where it stopped, and decodes again every file that changed meanwhile or could not be decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -44,8 +46,22 @@ def decode_file(path: str, loader: Loader) -> torch.Tensor | None:
     return None if image is None else loader(image)
 
 
+def content_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_signature(path: str) -> tuple[int, int]:
+    """(size, modification time in ns): what tells cheaply that a file may have changed; (-1, -1) if it is gone."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
 class _Files(torch.utils.data.Dataset):
-    """Image files decoded in DataLoader workers; an undecodable file comes back as zeros flagged False."""
+    """Image files decoded in DataLoader workers, with the digest of the bytes decoded; an undecodable file comes
+    back as zeros flagged False."""
 
     def __init__(self, paths: Sequence[str], loader: Loader, shape: tuple[int, ...]):
         self.paths, self.loader, self.shape = paths, loader, shape
@@ -53,9 +69,15 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
-        pixels = decode_file(self.paths[i], self.loader)
-        return (torch.zeros(self.shape, dtype=torch.uint8), False) if pixels is None else (pixels, True)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool, str]:
+        try:
+            data = Path(self.paths[i]).read_bytes()
+        except OSError:
+            return torch.zeros(self.shape, dtype=torch.uint8), False, ""
+        image = open_rgb(io.BytesIO(data))
+        if image is None:
+            return torch.zeros(self.shape, dtype=torch.uint8), False, content_digest(data)
+        return self.loader(image), True, content_digest(data)
 
 
 def _single_thread(_: int) -> None:
@@ -63,16 +85,16 @@ def _single_thread(_: int) -> None:
 
 
 def decode_files(paths: Sequence[str], loader: Loader, workers: int, desc: str = "decode"):
-    """Yield (uint8 [b, 3, H, W], decodable [b]) batches of `paths` in order, decoded by `workers` processes
-    (0 = one per core)."""
+    """Yield (uint8 [b, 3, H, W], decodable [b], content digests [b]) batches of `paths` in order, decoded by
+    `workers` processes (0 = one per core)."""
     shape = tuple(loader(Image.new("RGB", (8, 8))).shape)
     workers = workers or os.cpu_count() or 1
     batches = DataLoader(_Files(paths, loader, shape), batch_size=BATCH, num_workers=workers,
                          worker_init_fn=_single_thread, persistent_workers=False)
     with tqdm(total=len(paths), desc=desc, unit="img", mininterval=2) as progress:
-        for pixels, ok in batches:
+        for pixels, ok, digests in batches:
             progress.update(len(ok))
-            yield pixels, ok.numpy()
+            yield pixels, ok.numpy(), list(digests)
 
 
 def _fingerprint(paths: Sequence[str], preprocessing: dict) -> str:
@@ -89,17 +111,22 @@ def build_store(paths: Sequence[str], loader: Loader, preprocessing: dict, out_d
     progress_path = partial / "progress.json"
     fingerprint = _fingerprint(paths, preprocessing)
     progress = json.loads(progress_path.read_text()) if progress_path.is_file() else {}
-    if progress.get("fingerprint") != fingerprint:
+    if progress.get("fingerprint") != fingerprint or "files" not in progress:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         np.lib.format.open_memmap(partial / "pixels.npy", mode="w+", dtype=np.uint8, shape=shape).flush()
-        progress = {"fingerprint": fingerprint, "done": 0, "failed": []}
+        progress = {"fingerprint": fingerprint, "done": 0, "failed": [], "files": []}
     resumed = progress["done"]
     pixels = np.load(partial / "pixels.npy", mmap_mode="r+")
+    redecoded = _decode_again(stale_rows(paths, progress), paths, loader, workers, pixels, progress)
+    if redecoded:
+        pixels.flush()
+        write_json(progress_path, progress)
     row = resumed
-    for batch, ok in decode_files(paths[resumed:], loader, workers):
+    for batch, ok, digests in decode_files(paths[resumed:], loader, workers):
         pixels[row:row + len(ok)] = batch.numpy()
         progress["failed"] += [row + i for i in np.flatnonzero(~ok).tolist()]
+        progress["files"] += [[*file_signature(paths[row + i]), digest] for i, digest in enumerate(digests)]
         row += len(ok)
         if row // CHUNK > (row - len(ok)) // CHUNK or row == len(paths):
             pixels.flush()
@@ -115,7 +142,40 @@ def build_store(paths: Sequence[str], loader: Loader, preprocessing: dict, out_d
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(partial, out_dir)
-    return {"images": len(rows), "undecodable_images": len(failed), "resumed_from": resumed}
+    return {"images": len(rows), "undecodable_images": len(failed), "resumed_from": resumed,
+            "decoded_again": redecoded}
+
+
+def stale_rows(paths: list[str], progress: dict) -> list[int]:
+    """Rows a resumed build must decode again: those that failed (the file may be fixed now) and those whose file
+    changed since it was decoded (size or modification time differ, and so does the content digest)."""
+    stale = set(progress["failed"])
+    for row, (size, mtime, digest) in enumerate(progress["files"]):
+        if row in stale or file_signature(paths[row]) == (size, mtime):
+            continue
+        try:
+            current = content_digest(Path(paths[row]).read_bytes())
+        except OSError:
+            current = ""
+        if current != digest:
+            stale.add(row)
+    return sorted(stale)
+
+
+def _decode_again(rows: list[int], paths: list[str], loader: Loader, workers: int, pixels: np.ndarray,
+                  progress: dict) -> int:
+    """Decode `rows` again into `pixels` and bring their records in `progress` up to date."""
+    failed = set(progress["failed"]) - set(rows)
+    position = 0
+    for batch, ok, digests in decode_files([paths[r] for r in rows], loader, workers, desc="decode again"):
+        chosen = rows[position:position + len(ok)]
+        pixels[chosen] = batch.numpy()
+        failed |= {r for r, good in zip(chosen, ok, strict=True) if not good}
+        for r, digest in zip(chosen, digests, strict=True):
+            progress["files"][r] = [*file_signature(paths[r]), digest]
+        position += len(ok)
+    progress["failed"] = sorted(failed)
+    return len(rows)
 
 
 @dataclass

@@ -25,14 +25,17 @@ from pipeline.triplets.schema import TRIPLET_COLUMNS, TRIPLET_SCHEMA
 
 
 def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_reference_prompt: bool
-                       ) -> tuple[pd.DataFrame, int]:
-    """Annotated pairs joined with their images' captions, and how many pairs were dropped because an image has
-    no caption (it could not be decoded). A hidden target (test split, target "") needs no caption."""
+                       ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Annotated pairs joined with their images' captions, and how many were dropped for each reason: an image with
+    no caption (it could not be decoded), or no modification text at all. A hidden target (test split, target "")
+    needs no caption."""
     caption_of = caption_lookup(captions)
     reference = list(zip(pairs["category"], pairs["reference"]))
     target = list(zip(pairs["category"], pairs["target"]))
-    keep = np.array([r in caption_of and (t in caption_of or not t[1]) for r, t in zip(reference, target, strict=True)],
-                    dtype=bool)
+    captioned = np.array([r in caption_of and (t in caption_of or not t[1])
+                          for r, t in zip(reference, target, strict=True)], dtype=bool)
+    worded = ((pairs["caption1"].str.strip() != "") | (pairs["caption2"].str.strip() != "")).to_numpy(dtype=bool)
+    keep = captioned & worded
     table = pairs[keep].reset_index(drop=True).copy()
     table["source"] = "annotated"
     table["reference_caption"] = [caption_of[key] for key in zip(table["category"], table["reference"])]
@@ -41,19 +44,25 @@ def annotated_triplets(pairs: pd.DataFrame, captions: pd.DataFrame, use_referenc
     table["prompt"] = table["reference_caption"] if use_reference_prompt else ""
     table["query_text"] = [triplet_query_text(a, b, prompt) for a, b, prompt
                            in zip(table["caption1"], table["caption2"], table["prompt"], strict=True)]
-    return table[TRIPLET_COLUMNS], int((~keep).sum())
+    dropped = {"undecodable image": int((~captioned).sum()), "empty text": int((captioned & ~worded).sum())}
+    return table[TRIPLET_COLUMNS], dropped
 
 
-def run(params: Params, paths: Paths) -> dict[str, int]:
+def missing_pairs(missing: dict[str, int], split: str) -> int:
+    """Pairs of `split` the reader dropped because an image file is missing (its counts are per category)."""
+    return sum(n for key, n in missing.items() if key.endswith(f"{split}.pairs_dropped"))
+
+
+def run(params: Params, paths: Paths) -> dict:
     """Annotated triplets of every split the dataset has (train, val and CIRR's test1) plus generated training
     triplets, as `<split>.parquet`, and a report of what was made and dropped."""
     settings = params.triplets
     dataset = open_dataset(params.data, params.seed)
     captions = pd.read_parquet(paths.captions)
-    tables, uncaptioned = {}, {}
+    tables, dropped = {}, {}
     for split in dataset.splits:
-        tables[split], uncaptioned[split] = annotated_triplets(dataset.pairs(split), captions,
-                                                               settings.reference_prompt)
+        tables[split], dropped[split] = annotated_triplets(dataset.pairs(split), captions, settings.reference_prompt)
+        dropped[split] = {"missing image": missing_pairs(dataset.missing, split), **dropped[split]}
     train = tables["train"]
     generated = generated_triplets(
         captions[captions["split"] == "train"], settings.generated_per_category, settings.max_changed_fields,
@@ -77,7 +86,6 @@ def run(params: Params, paths: Paths) -> dict[str, int]:
                       pa.Table.from_pandas(table[TRIPLET_COLUMNS], schema=TRIPLET_SCHEMA, preserve_index=False))
     report = {"train_annotated": len(train), "train_generated": len(generated),
               **{split: len(table) for split, table in tables.items() if split != "train"}, **phrasing,
-              **{k: int(v) for k, v in dataset.missing.items()},
-              **{f"{split}.pairs_without_caption": n for split, n in uncaptioned.items()}}
+              "pairs_dropped": dropped, "dataset": {k: int(v) for k, v in dataset.missing.items()}}
     write_json(paths.triplets_dir / "report.json", report)
     return report
