@@ -3,6 +3,7 @@
     fashion-cir search --image REF --text "is red with long sleeves" [--k 10] [--json]
     fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
     fashion-cir serve [--host 127.0.0.1] [--port 8000]              # the web page
+    fashion-cir plots [REVISION ...]                                 # every plot, offline: plots/report/
 
 REF is a gallery image's name or an image file. Run from the repository (or pass --root): the model is
 models/stage2 and the index is index/, both made by `dvc repro`. Bad input ends with one sentence on stderr and exit
@@ -68,15 +69,25 @@ def serve(args: argparse.Namespace) -> None:
     run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint)
 
 
+def plots(args: argparse.Namespace) -> None:
+    from pipeline.evaluation.plots import render_plots
+
+    written = render_plots(args.root, Paths(args.root).plots_report, args.revisions)
+    print(f"{len(written)} files in {Paths(args.root).plots_report}: open index.html in any browser (no network "
+          f"needed)")
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="fashion-cir", description=__doc__.split("\n\n")[0])
     commands = main.add_subparsers(dest="command", required=True)
     for name, help_text in (("search", "answer composed queries from the gallery index"),
-                            ("serve", "the web page: query the gallery, browse validation queries")):
+                            ("serve", "the web page: query the gallery, browse validation queries"),
+                            ("plots", "every plot in dvc.yaml as one offline HTML page and PNGs")):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--root", type=Path, default=Path("."), help="the repository (default: here)")
-        command.add_argument("--checkpoint", type=Path, default=None,
-                             help="a stage-2 checkpoint directory (default: <root>/models/stage2)")
+        if name != "plots":
+            command.add_argument("--checkpoint", type=Path, default=None,
+                                 help="a stage-2 checkpoint directory (default: <root>/models/stage2)")
     find = commands.choices["search"]
     find.add_argument("--image", help="the reference: a gallery image's name, or an image file")
     find.add_argument("--text", help="the modification text")
@@ -86,12 +97,14 @@ def parser() -> argparse.ArgumentParser:
     web = commands.choices["serve"]
     web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     web.add_argument("--port", type=int, default=8000)
+    commands.choices["plots"].add_argument(
+        "revisions", nargs="*", help="compare these git revisions or experiments (dvc plots diff); none: the workspace")
     return main
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    run_stage(lambda: {"search": search, "serve": serve}[args.command](args))
+    run_stage(lambda: {"search": search, "serve": serve, "plots": plots}[args.command](args))
 
 
 if __name__ == "__main__":

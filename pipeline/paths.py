@@ -106,6 +106,16 @@ class Paths:
         return self.root / "index"
 
     @property
+    def retrieval_grid(self) -> Path:
+        """A few val queries with their top 5, as a picture (committed for the demo, shown in the README)."""
+        return self.root / "plots/retrievals.png"
+
+    @property
+    def plots_report(self) -> Path:
+        """`fashion-cir plots`: every plot as one self-contained HTML page and a PNG each (not tracked)."""
+        return self.root / "plots/report"
+
+    @property
     def submissions(self) -> Path:
         """CIRR's test-server files (FashionIQ: an index saying there is nothing to submit)."""
         return self.root / "submissions"

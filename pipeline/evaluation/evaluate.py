@@ -1,6 +1,7 @@
 """The `evaluate` stage: recall of the stage-2 model on the val split by the benchmark's protocol
 (pipeline/evaluation/protocols.py) with the number of queries scored and dropped, the recall@K curve, every val
-query's top 10 (what `fashion-cir serve` shows), and for CIRR the test-server files.
+query's top 10 (what `fashion-cir serve` shows) and a picture of a few of them (pipeline/evaluation/retrievals.py),
+and for CIRR the test-server files.
 
 The query text is the validation-form join of the two relative captions (plus the reference prompt when
 triplets.reference_prompt is on), and recall is in percent.
@@ -20,6 +21,7 @@ from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
 from pipeline.data.store import ImageStore
 from pipeline.errors import PipelineError
 from pipeline.evaluation.protocols import METRICS, Protocol, QuerySet, Ranking, cirr_submissions, top_results
+from pipeline.evaluation.retrievals import write_retrieval_grid
 from pipeline.features.encode import stored_image_features
 from pipeline.io import atomic_path, write_json, write_parquet
 from pipeline.models.clip import load_checkpoint, tokenizer_for
@@ -78,7 +80,9 @@ def run(params: Params, paths: Paths) -> dict:
         summary[key] = {**summary[key], **value} if isinstance(value, dict) else value
     write_json(paths.eval_metrics, summary)
     write_json(paths.recall_curve, curve)
-    write_parquet(paths.val_rankings, pa.Table.from_pandas(top_results(protocol, rankings), preserve_index=False))
+    top = top_results(protocol, rankings)
+    write_parquet(paths.val_rankings, pa.Table.from_pandas(top, preserve_index=False))
+    write_retrieval_grid(paths.retrieval_grid, top, captions)
 
     files: dict[str, dict[str, dict[str, object]]] = {}
     note = "FashionIQ has no public test server: nothing to submit."

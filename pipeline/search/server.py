@@ -8,6 +8,7 @@ One static page (static/index.html, app.js, style.css; no CDN, works offline) ca
     GET  /api/gallery         the gallery, filtered (category, q: a substring of name or caption) and paged
     GET  /api/queries         the val queries as `evaluate` ranked them (Paths.val_rankings), failures first
     GET  /images/{name}       a gallery image's file, looked up by name only (never a path built from the request)
+    GET  /training/           the training plots, offline (`fashion-cir plots`, rendered when the server starts)
     GET  /health              liveness, gallery size, whether rankings exist
 
 A bad request gets a 4xx answer with {"error": "<one sentence>"} and the server carries on. Uploads stop with 413
@@ -32,6 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
 
 from pipeline.errors import PipelineError
+from pipeline.evaluation.plots import render_plots
 from pipeline.paths import Paths
 from pipeline.search.engine import SearchEngine
 
@@ -261,6 +263,19 @@ def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers=CACHE)
 
+    @app.get("/training/{name:path}", include_in_schema=False)
+    def training(name: str) -> FileResponse:
+        """The offline plots page (`fashion-cir plots`) and its files, looked up among the files it wrote."""
+        report = paths.plots_report
+        files = {p.relative_to(report).as_posix(): p for p in report.rglob("*") if p.is_file()} \
+            if report.is_dir() else {}
+        path = files.get(name or "index.html")
+        if path is None:
+            raise ApiError(404, "no training plots here; run `fashion-cir plots` (after `dvc repro`)." if not files
+                           else f"no plot file {name[:80]!r}.")
+        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                            headers=FRESH)
+
     return app
 
 
@@ -269,5 +284,9 @@ def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, checkpoint: P
     import uvicorn
 
     engine = SearchEngine.open(paths, checkpoint)
+    try:
+        render_plots(paths.root, paths.plots_report, [])
+    except PipelineError as error:  # the page works without its training plots
+        print(f"fashion-cir: no training plots ({error})", flush=True)
     print(f"fashion-cir: {len(engine.gallery)} gallery images; open http://{host}:{port}/ (Ctrl-C stops)", flush=True)
     uvicorn.run(create_app(paths, engine), host=host, port=port, log_level="info")
