@@ -36,6 +36,7 @@ def build_index(features: np.ndarray, kind: str, seed: int = 0, settings: IndexP
         nlist = _nlist(settings, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
+        index.cp.spherical = True  # unit centroids: inner-product assignment is then cosine, not norm-biased
         index.train(features)
         index.nprobe = settings.nprobe or max(1, nlist // 4)
     elif kind == "ivfpq":
@@ -44,6 +45,13 @@ def build_index(features: np.ndarray, kind: str, seed: int = 0, settings: IndexP
         raise PipelineError(f"index kind '{kind}' is not allowed: use flat, hnsw, ivf or ivfpq.")
     index.add(features)
     return index
+
+
+def _training_sample(features: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """At most `size` rows, drawn by `seed`: k-means needs about 40 points per list, not the whole gallery."""
+    if len(features) <= size:
+        return features
+    return features[np.sort(np.random.default_rng(seed).choice(len(features), size, replace=False))]
 
 
 def _ivfpq(features: np.ndarray, settings: IndexParams, seed: int) -> faiss.Index:
@@ -57,7 +65,8 @@ def _ivfpq(features: np.ndarray, settings: IndexParams, seed: int) -> faiss.Inde
                             f"quantisers ({n} here); use flat or hnsw for a gallery this small.")
     ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed
-    ivf.train(features)
+    ivf.cp.spherical = True
+    ivf.train(_training_sample(features, 50 * nlist, seed))
     ivf.nprobe = settings.nprobe or max(1, nlist // 4)
     if not settings.refine:
         return ivf
