@@ -1,7 +1,8 @@
 """The plain training loop the fast path is measured against, and checked equal to (tests/test_fast_path.py).
 
 CLIP4Cir-style: a DataLoader decodes every batch's image files with Pillow at every step, fp16 autocast with a
-GradScaler on a GPU (fp32 on a CPU), AdamW without fusion, and a host sync at every step (`loss.item()`). It trains
+GradScaler on a GPU (fp32 on a CPU), AdamW without fusion, a host sync at every step (`loss.item()`), and the text
+tower over the whole context, as open_clip's encode_text runs it (`plain_model`). It trains
 what stage 1 trains (image-caption alignment) on the same batches with the same schedule and loss as
 `pipeline.training.loop.train`, so on the same data its loss curve is the pipeline's, up to floating-point noise.
 """
@@ -37,6 +38,12 @@ class ImageFiles(Dataset):
         if pixels is None:
             raise ValueError(f"{self.paths[i]} cannot be decoded")
         return pixels, i
+
+
+def plain_model(model: RetrievalModel) -> RetrievalModel:
+    """`model` encoding texts as the plain loop does: over the whole context, not trimmed to the batch's longest."""
+    model.trim_text = False
+    return model
 
 
 def batch_plan(n: int, params: TrainParams, seed: int, steps: int) -> list[np.ndarray]:
@@ -76,7 +83,7 @@ def plain_stage1(model: RetrievalModel, paths: list[str], tokens: torch.Tensor, 
     """Stage 1 trained the plain way for `steps` steps, images decoded from `paths` by a DataLoader at every
     step; the loss of each step."""
     torch.manual_seed(seed)
-    model.to(device).train()
+    plain_model(model).to(device).train()
     trained = [p for name, p in model.named_parameters() if not name.startswith("clip.logit_")]
     batches = DataLoader(ImageFiles(paths, model), batch_sampler=batch_plan(len(paths), params, seed, steps),
                          num_workers=workers, pin_memory=device.type == "cuda")

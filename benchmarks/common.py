@@ -119,9 +119,22 @@ def append_result(path: str | Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record, default=str) + "\n")
 
 
-if __name__ == "__main__":
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The device line and the measured matmul ceiling.")
+    parser.add_argument("--jsonl", type=Path, help="append one JSON line per dtype to this file")
+    args = parser.parse_args()
     dev = device_from_arg(None)
     print(describe(dev))
     dtypes = [torch.float32, torch.bfloat16] if dev.type == "cuda" else [torch.float32]
     for dt in dtypes:
-        print(f"matmul ceiling {str(dt).removeprefix('torch.')}: {matmul_ceiling(dev, dt) / 1e12:.3f} TFLOP/s")
+        name, flops = str(dt).removeprefix("torch."), matmul_ceiling(dev, dt)
+        print(f"matmul ceiling {name}: {flops / 1e12:.3f} TFLOP/s")
+        if args.jsonl:
+            append_result(args.jsonl, {"benchmark": "ceiling", "device": describe(dev), "dtype": name,
+                                       "tflops": flops / 1e12})
+
+
+if __name__ == "__main__":
+    main()

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import DecodedBatch, batch_plan, plain_train
-from common import describe, device_from_arg, markdown_table, synchronize
-from workload import default_arch, images_of, model_for, step_problem, store_for, write_images
+from baseline import DecodedBatch, batch_plan, plain_model, plain_train
 
+from common import append_result, describe, device_from_arg, markdown_table, synchronize
 from pipeline.config import TrainParams
-from pipeline.data.store import StoredPixels
+from pipeline.data.store import ImageStore, StoredPixels
 from pipeline.runtime import Runtime
 from pipeline.training.loop import train
+from workload import default_arch, images_of, model_for, step_problem, store_for, write_images
 
 
 def timed(fn, device: torch.device) -> float:
@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/fashion-cir-bench"))
+    parser.add_argument("--no-plain", action="store_true", help="time the pipeline's path only")
+    parser.add_argument("--jsonl", type=Path, help="append one JSON line per path to this file")
     args = parser.parse_args()
     device = device_from_arg(args.device)
     gpu = device.type == "cuda"
@@ -61,33 +63,47 @@ def main() -> None:
     paths = write_images(args.dir / f"jpeg-{args.image_size}", n, args.image_size)
     store_dir = args.dir / f"store-{arch}-{args.image_size}-{n}"
     fresh = not (store_dir / "store.json").is_file()
-    decode_seconds = timed(lambda: store_for(model_for(arch, device), paths, store_dir, args.workers), device)
-    store, _ = store_for(model_for(arch, device), paths, store_dir, args.workers)
+    model = model_for(arch, device)
+    decode_seconds = timed(lambda: store_for(model, paths, store_dir, args.workers), device)
+    store = ImageStore.open(store_dir)
     rows = []
     if fresh:
         rows.append(["decode into the store (once)", f"{n / decode_seconds:,.0f} images/s", "-", "-"])
 
     runtime = Runtime(device, "bf16" if gpu else "fp32", compile=args.compile)
-    model = model_for(arch, device)
     runtime.prepare(model)
     trained, loss = step_problem(args.step, model, StoredPixels(store, store.rows(paths), device), n, runtime)
-    train([(trained, params.lr)], loss, 3 * batch, params, 0, None, [model], runtime)  # warm-up (and compile)
+    warm = timed(lambda: train([(trained, params.lr)], loss, 3 * batch, params, 0, None, [model], runtime), device)
+    print(f"first 3 steps (warm-up{', compiling' if args.compile else ''}): {warm:.1f} s", flush=True)
     fast = timed(lambda: train([(trained, params.lr)], loss, steps * batch, params, 0, None, [model], runtime),
                  device)
 
-    model = model_for(arch, device)
-    decoded = DecodedBatch()
-    trained, loss = step_problem(args.step, model, decoded, n, Runtime(device))
-    rng = np.random.default_rng(0)
-    plan = batch_plan(n, params, 0, steps)
-    batches = decoded.plain_batches(paths, model, plan, images_of(args.step, n), device, args.workers)
-    plain = timed(lambda: plain_train(trained, lambda b: loss(b, rng, 0), batches, params, steps, device), device)
-
     unit = "triplets/s" if args.step == "triplet" else "pairs/s"
-    rows.append(["plain: JPEGs decoded every step" + (", fp16 + GradScaler" if gpu else ""),
-                 f"{steps * batch / plain:,.0f} {unit}", f"{plain:.1f}", "1.00x"])
-    rows.append([f"pipeline: from the image store, {runtime.precision}" + (" + compile" if args.compile else ""),
-                 f"{steps * batch / fast:,.0f} {unit}", f"{fast:.1f}", f"{plain / fast:.2f}x"])
+    name = f"pipeline: from the image store, {runtime.precision}" + (" + compile" if args.compile else "")
+    timings = [(name, fast)]
+    if not args.no_plain:
+        model = plain_model(model_for(arch, device))
+        decoded = DecodedBatch()
+        trained, loss = step_problem(args.step, model, decoded, n, Runtime(device))
+        rng = np.random.default_rng(0)
+        plan = batch_plan(n, params, 0, steps)
+        batches = decoded.plain_batches(paths, model, plan, images_of(args.step, n), device, args.workers)
+        plain = timed(lambda: plain_train(trained, lambda b: loss(b, rng, 0), batches, params, steps, device),
+                      device)
+        timings.insert(0, ("plain: JPEGs decoded every step" + (", fp16 + GradScaler" if gpu else ""), plain))
+    reference = timings[0][1] if not args.no_plain else None
+    for path, seconds in timings:
+        rate = steps * batch / seconds
+        versus = f"{reference / seconds:.2f}x" if reference else "-"
+        rows.append([path, f"{rate:,.0f} {unit}", f"{seconds:.1f}", versus])
+        if args.jsonl:
+            append_result(args.jsonl, {"benchmark": "epoch", "device": describe(device), "arch": arch,
+                                       "step": args.step, "images": n, "batch": batch, "path": path, "per_s": rate,
+                                       "vs_plain": reference / seconds if reference else None,
+                                       "warmup_s": warm if path == name else None})
+    if fresh and args.jsonl:
+        append_result(args.jsonl, {"benchmark": "decode", "device": describe(device), "images": n,
+                                   "per_s": n / decode_seconds, "workers": args.workers})
     print()
     print(markdown_table(["path", "throughput", "epoch s", "vs plain"], rows))
 

@@ -1,17 +1,18 @@
-"""Throughput of hard-negative mining (the `mine` stage's FAISS path) against a plain exact brute force in torch.
+"""Throughput of hard-negative mining (the `mine` stage's paths) against a plain exact brute force in torch.
 
     python benchmarks/mine.py                                   # CPU, defaults (20000 x 512 gallery, 5000 queries)
     python benchmarks/mine.py --gallery 5000 --queries 1000     # quick check
     python benchmarks/mine.py --features data/embeddings        # the demo's real features (after `dvc repro embed`)
-    python benchmarks/mine.py --gallery 200000 --queries 20000 --device cuda   # GPU box (brute force on the GPU)
+    python benchmarks/mine.py --gallery 200000 --queries 20000 --kinds flat   # GPU box: torch on the GPU, FAISS flat
 
-Run from the repository root. Each index kind is timed through the real code path,
-`pipeline.negatives.hard.mine_hard_negatives` (index build, search, and the Python loop that drops the target and widens
-the search when too few candidates are left), once per kind: that is what one `mine` call costs. The baseline is
-an exact brute force in torch (query-gallery matmul, target masked, top-k) on `--device`, with the numpy-to-device
-copies and the copy of the result back included, so that both sides start from and end with numpy arrays; its
-time is the median of a few calls. Recall is the fraction of the exact (flat) top-k that a kind's mined set
-contains; the brute force's own recall should be 1 (less only through ties).
+Run from the repository root. Every path is timed through the real code, `pipeline.negatives.hard.mine_hard_negatives`,
+once: what one `mine` call costs. `exact torch` is its flat search in torch on `--device` (the path the stage takes
+where CUDA is present: chunked matmul, skipped candidates masked, top-k). `faiss <kind>` is its FAISS path on the
+CPU (index build, search, and the Python loop that drops the target and widens the search when too few candidates
+are left), forced here with FASHION_CIR_DEVICE=cpu. The baseline is an exact brute force in torch (query-gallery
+matmul, target masked, top-k) on `--device`; both start from and end with numpy arrays, copies included; its time
+is the median of a few calls. Recall is the fraction of the exact top-k (FAISS flat's, or exact torch's when flat is
+not run) that a path's mined set contains; exact paths should reach 1 (less only through ties).
 
 Synthetic data: `--gallery` normalised features drawn around random cluster centres (about 100 per cluster), and
 `--queries` queries each drawn from a random target's cluster, so that neighbours are mostly within a cluster, as
@@ -30,8 +31,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from common import append_result, count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, time_per_call
 
+from common import (
+    append_result,
+    count_flops,
+    describe,
+    device_from_arg,
+    markdown_table,
+    matmul_ceiling,
+    synchronize,
+    time_per_call,
+)
 from pipeline.negatives.hard import mine_hard_negatives
 
 
@@ -92,7 +102,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--k", type=int, default=16)
-    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf"], choices=["flat", "hnsw", "ivf"])
+    parser.add_argument("--kinds", nargs="*", default=["flat", "hnsw", "ivf"], choices=["flat", "hnsw", "ivf"],
+                        help="FAISS paths to time on the CPU (none: only the torch paths)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS and torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="for the torch brute force; default cuda if available")
@@ -126,25 +137,30 @@ def main() -> None:
     brute_flops = count_flops(run_brute)
     print(f"brute force ({device.type}): {brute_s:.2f} s", flush=True)
 
-    # Exact reference first: the flat index's mined sets (needed for recall even when flat is not in --kinds).
+    # The stage's exact torch path, then its FAISS paths (forced onto the CPU, as on a machine without CUDA).
     results: dict[str, tuple[float, np.ndarray]] = {}
-    for kind in ["flat"] + [kd for kd in args.kinds if kd != "flat"]:
+    start = time.perf_counter()
+    found, _ = mine_hard_negatives(queries, gallery, targets, k, "flat", seed=args.seed, device=device)
+    synchronize(device)
+    results[f"exact torch ({device.type})"] = (time.perf_counter() - start, found)
+    print(f"exact torch ({device.type}): {results[f'exact torch ({device.type})'][0]:.2f} s", flush=True)
+    os.environ["FASHION_CIR_DEVICE"] = "cpu"
+    for kind in sorted(args.kinds, key=lambda kd: kd != "flat"):
         start = time.perf_counter()
         found, _ = mine_hard_negatives(queries, gallery, targets, k, kind, seed=args.seed)
-        results[kind] = (time.perf_counter() - start, found)
-        print(f"{kind}: {results[kind][0]:.2f} s", flush=True)
-    exact = results["flat"][1]
+        results[f"faiss {kind}"] = (time.perf_counter() - start, found)
+        print(f"faiss {kind}: {results[f'faiss {kind}'][0]:.2f} s", flush=True)
+    exact = results["faiss flat"][1] if "faiss flat" in results else results[f"exact torch ({device.type})"][1]
     print()
 
-    header = ["method", "build + search s", "queries/s", "vs brute force", f"recall@{k} vs flat"]
+    header = ["method", "build + search s", "queries/s", "vs brute force", f"recall@{k} vs exact"]
     rows = [[f"torch brute force ({device.type})", f"{brute_s:.3f}", f"{n_q / brute_s:.0f}", "1.00x",
              f"{recall(brute_found, exact):.4f}"]]
     records = [{"method": f"brute_{device.type}", "seconds": brute_s, "recall": recall(brute_found, exact)}]
-    for kind in args.kinds:
-        seconds, found = results[kind]
-        rows.append([f"faiss {kind} (mine_hard_negatives)", f"{seconds:.3f}", f"{n_q / seconds:.0f}",
+    for method, (seconds, found) in results.items():
+        rows.append([f"{method} (mine_hard_negatives)", f"{seconds:.3f}", f"{n_q / seconds:.0f}",
                      f"{brute_s / seconds:.2f}x", f"{recall(found, exact):.4f}"])
-        records.append({"method": f"faiss_{kind}", "seconds": seconds, "recall": recall(found, exact)})
+        records.append({"method": method, "seconds": seconds, "recall": recall(found, exact)})
     print(markdown_table(header, rows))
     achieved = brute_flops / brute_s
     print(f"\nbrute force: {brute_flops / 1e9:.1f} GFLOP per call, {achieved / 1e12:.3f} TFLOP/s = "

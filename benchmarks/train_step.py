@@ -6,23 +6,26 @@ inputs already on the device, as examples/s and as a fraction of the matmul ceil
     python benchmarks/train_step.py --batch-sizes 128 512 --compile --steps triplet stage1 stage2   # GPU: ViT-B/32
 
 On a GPU the fast loop runs in bf16 (compute.precision: bf16) with fused AdamW; `--compile` adds a run with
-torch.compile of both encoders (compute.compile). What a step is (triplet, stage1, stage2): workload.step_problem.
+torch.compile of both encoders (compute.compile), whose warm-up (compiling) is printed too. What a step is (triplet,
+stage1, stage2): workload.step_problem. The plain loop's text tower reads the whole context, the fast loop's only
+the batch's longest text, so each loop's FLOPs per example are counted on its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from baseline import batch_plan, plain_train
-from common import count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, synchronize
-from workload import STEPS, default_arch, model_for, step_problem
+from baseline import batch_plan, plain_model, plain_train
 
+from common import append_result, count_flops, describe, device_from_arg, markdown_table, matmul_ceiling, synchronize
 from pipeline.config import TrainParams
 from pipeline.runtime import Runtime
 from pipeline.training.loop import train
+from workload import STEPS, default_arch, model_for, step_problem
 
 
 def _problem(kind: str, arch: str, batch: int, runtime: Runtime, steps: int = 1):
@@ -36,8 +39,9 @@ def _problem(kind: str, arch: str, batch: int, runtime: Runtime, steps: int = 1)
     return model, trained, loss
 
 
-def run_fast(kind: str, arch: str, batch: int, steps: int, warmup: int, runtime: Runtime) -> float:
-    """Seconds per step of the pipeline's own loop (its first `warmup` steps, compilation included, untimed)."""
+def run_fast(kind: str, arch: str, batch: int, steps: int, warmup: int, runtime: Runtime) -> tuple[float, float]:
+    """Seconds per step of the pipeline's own loop, and the seconds of its first `warmup` steps (compilation
+    included), which are not in the per-step time."""
     model, trained, loss = _problem(kind, arch, batch, runtime, max(steps, warmup))
     encoder = runtime.prepare(model)
     del encoder  # compiled in place; the loss closures call the model's encoders
@@ -46,16 +50,19 @@ def run_fast(kind: str, arch: str, batch: int, steps: int, warmup: int, runtime:
         params = TrainParams(epochs=1, batch_size=batch, lr=1e-5, warmup_fraction=0.0)
         train([(trained, params.lr)], loss, count * batch, params, 0, None, [model], runtime)
 
+    start = time.perf_counter()
     steps_of(warmup)
     synchronize(runtime.device)
+    warm = time.perf_counter() - start
     start = time.perf_counter()
     steps_of(steps)
     synchronize(runtime.device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, warm
 
 
 def run_plain(kind: str, arch: str, batch: int, steps: int, warmup: int, device: torch.device) -> float:
     model, trained, loss = _problem(kind, arch, batch, Runtime(device), max(steps, warmup))
+    plain_model(model)
     params = TrainParams(epochs=1, batch_size=batch, lr=1e-5, warmup_fraction=0.0)
     rng = np.random.default_rng(0)
 
@@ -71,8 +78,10 @@ def run_plain(kind: str, arch: str, batch: int, steps: int, warmup: int, device:
     return (time.perf_counter() - start) / steps
 
 
-def flops_per_example(kind: str, arch: str, batch: int, device: torch.device) -> float:
-    _, _, loss = _problem(kind, arch, batch, Runtime(device))
+def flops_per_example(kind: str, arch: str, batch: int, device: torch.device, trim: bool) -> float:
+    """Forward and backward FLOPs of one example of a step, the text tower trimmed (fast) or not (plain)."""
+    model, _, loss = _problem(kind, arch, batch, Runtime(device))
+    model.trim_text = trim
     return count_flops(lambda: loss(np.arange(batch), np.random.default_rng(0), 0).backward()) / batch
 
 
@@ -85,6 +94,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=None, help="timed steps (default 30 on a GPU, 5 on a CPU)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time the fast loop with torch.compile")
+    parser.add_argument("--compiled-only", action="store_true",
+                        help="with --compile: time the compiled loop only (no plain, no eager run)")
+    parser.add_argument("--jsonl", type=Path, help="append one JSON line per row to this file")
     args = parser.parse_args()
     device = device_from_arg(args.device)
     gpu = device.type == "cuda"
@@ -97,26 +109,38 @@ def main() -> None:
     print(f"{arch}; matmul ceiling {ceiling / 1e12:.1f} TFLOP/s ({'bf16' if gpu else 'fp32'}); {iters} timed steps")
     configs = [("plain", None), (f"fast {precision}", Runtime(device, precision))]
     if args.compile:
-        configs.append((f"fast {precision} + compile", Runtime(device, precision, compile=True)))
+        compiled = (f"fast {precision} + compile", Runtime(device, precision, compile=True))
+        configs = [compiled] if args.compiled_only else [*configs, compiled]
     rows = []
     for kind in args.steps:
         for batch in batch_sizes:
-            flops = flops_per_example(kind, arch, batch, device)
+            plain_flops = flops_per_example(kind, arch, batch, device, trim=False)
+            fast_flops = flops_per_example(kind, arch, batch, device, trim=True)
             plain_seconds = None
             for name, runtime in configs:
                 if gpu:
                     torch.cuda.reset_peak_memory_stats(device)
-                seconds = (run_plain(kind, arch, batch, iters, args.warmup, device) if runtime is None
-                           else run_fast(kind, arch, batch, iters, args.warmup, runtime))
-                plain_seconds = plain_seconds or seconds
+                if runtime is None:
+                    seconds, warm = run_plain(kind, arch, batch, iters, args.warmup, device), 0.0
+                    plain_seconds = seconds
+                else:
+                    seconds, warm = run_fast(kind, arch, batch, iters, args.warmup, runtime)
+                versus = plain_seconds / seconds if plain_seconds else None
+                flops = plain_flops if runtime is None else fast_flops
                 rate = batch / seconds
                 memory = f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f}" if gpu else "-"
                 rows.append([kind, batch, name, f"{rate:,.0f}", f"{1000 * seconds:.1f}", f"{flops / 1e9:.2f}",
-                             f"{100 * rate * flops / ceiling:.0f}%", f"{plain_seconds / seconds:.2f}x", memory])
+                             f"{100 * rate * flops / ceiling:.0f}%", f"{versus:.2f}x" if versus else "-",
+                             f"{warm:.1f}", memory])
                 print(" | ".join(map(str, rows[-1])), flush=True)
+                if args.jsonl:
+                    append_result(args.jsonl, {"benchmark": "train_step", "device": describe(device), "arch": arch,
+                                               "step": kind, "batch": batch, "loop": name, "per_s": rate,
+                                               "vs_plain": versus, "warmup_s": warm,
+                                               "gflop_per_example": flops / 1e9, "of_ceiling": rate * flops / ceiling})
     print()
     print(markdown_table(["step", "batch", "loop", "examples/s", "ms/step", "GFLOP/example", "of ceiling",
-                          "vs plain", "peak GiB"], rows))
+                          "vs plain", f"first {args.warmup} steps s", "peak GiB"], rows))
 
 
 if __name__ == "__main__":

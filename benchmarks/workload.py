@@ -2,12 +2,18 @@
 same command measures the tiny demo model on a laptop and ViT-B/32 at 224 px on a GPU box.
 
 Images are JPEGs of `--image-size` (FashionIQ's are about 300 px product photos) with smooth colour fields and a
-few shapes, so they compress and decode like photographs rather than like noise.
+few shapes, so they compress and decode like photographs rather than like noise. Texts have the lengths of the
+pipeline's own: attribute captions of about 20 tokens (stage 1), relative captions joined as CLIP4Cir joins them
+(the triplet step), and relative text plus the reference's caption (stage 2's query texts, about 35 tokens). The
+text tower reads only up to a batch's longest text (pipeline/models/retrieval.py), so lengths matter.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,12 @@ from pipeline.training.stage2 import HardNegatives, StaticBank, composed_query_l
 
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "grey", "yellow", "purple", "orange", "brown", "beige"]
 GARMENTS = ["dress", "shirt", "t-shirt", "blouse", "tank top"]
+PATTERNS = ["striped", "checked", "floral", "dotted", "plain"]
+SLEEVES = ["sleeveless", "short sleeves", "long sleeves"]
+NECKLINES = ["a v-neck", "a round neck", "a high neck", "a square neck"]
+CUTS = ["a mini cut", "a midi cut", "a maxi cut"]
+CHANGES = ["is {colour}", "is darker and more {colour}", "has {sleeves}", "has no pattern", "is {pattern}",
+           "is longer and has {neckline}", "is more fitted", "is {pattern} with {sleeves}"]
 
 
 def default_arch(device: torch.device) -> str:
@@ -38,39 +50,76 @@ def model_for(arch: str, device: torch.device) -> RetrievalModel:
     return create_model(ModelParams(arch=arch), seed=0).to(device)
 
 
-def write_images(directory: Path, n: int, size: int, seed: int = 0) -> list[str]:
-    """`n` JPEG files in `directory` (kept between runs: they are only written when missing)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    paths = []
+def _write_image(path: str, size: int, seed: int, i: int) -> None:
+    rng = np.random.default_rng([seed, i])
     ramp = np.linspace(0, 1, size, dtype=np.float32)
-    for i in range(n):
-        path = directory / f"{i:06d}.jpg"
-        paths.append(str(path))
-        if path.exists():
-            continue
-        low, high = rng.integers(0, 256, (2, 3))
-        field = low + (high - low) * ramp[:, None, None] * ramp[None, :, None]
-        image = Image.fromarray(field.astype(np.uint8))
-        draw = ImageDraw.Draw(image)
-        for _ in range(3):
-            x, y = rng.integers(0, size, 2)
-            draw.ellipse([x, y, x + size // 4, y + size // 3], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        image.save(path, quality=90)
+    low, high = rng.integers(0, 256, (2, 3))
+    field = low + (high - low) * ramp[:, None, None] * ramp[None, :, None]
+    image = Image.fromarray(field.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x, y = rng.integers(0, size, 2)
+        draw.ellipse([x, y, x + size // 4, y + size // 3], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    image.save(path, quality=90)
+
+
+def write_images(directory: Path, n: int, size: int, seed: int = 0) -> list[str]:
+    """`n` JPEG files in `directory`, written by one process per core and kept between runs (only missing files
+    are written; each image depends on its index alone)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [str(directory / f"{i:06d}.jpg") for i in range(n)]
+    missing = [i for i, path in enumerate(paths) if not os.path.exists(path)]
+    if missing:
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(_write_image, [paths[i] for i in missing], [size] * len(missing),
+                          [seed] * len(missing), missing, chunksize=256))
     return paths
 
 
+def _pick(rng: np.random.Generator, words: list[str]) -> str:
+    return words[rng.integers(len(words))]
+
+
 def captions_for(n: int, seed: int = 0) -> list[str]:
+    """Attribute captions like the demo's (about 20 tokens), from a small vocabulary so some repeat."""
     rng = np.random.default_rng(seed)
-    return [f"a {COLOURS[rng.integers(len(COLOURS))]} {GARMENTS[rng.integers(len(GARMENTS))]}" for _ in range(n)]
+    return [f"a {_pick(rng, COLOURS)} {_pick(rng, PATTERNS)} {_pick(rng, GARMENTS)} with {_pick(rng, COLOURS)} "
+            f"accents, {_pick(rng, SLEEVES)}, {_pick(rng, NECKLINES)} and {_pick(rng, CUTS)}" for _ in range(n)]
 
 
-def tokens_for(model: RetrievalModel, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Caption tokens on the device and each caption's id (equal captions share one)."""
-    captions = captions_for(n)
-    ids = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
-    return (tokenizer_for(model.arch)(captions).to(device),
-            torch.tensor([ids[c] for c in captions], device=device))
+def relative_texts_for(n: int, seed: int = 0) -> list[str]:
+    """Two relative captions joined as CLIP4Cir joins them ("Is red and has long sleeves")."""
+    rng = np.random.default_rng(seed)
+
+    def change() -> str:
+        return _pick(rng, CHANGES).format(colour=_pick(rng, COLOURS), sleeves=_pick(rng, SLEEVES),
+                                          pattern=_pick(rng, PATTERNS), neckline=_pick(rng, NECKLINES))
+
+    return [f"{change().capitalize()} and {change()}" for _ in range(n)]
+
+
+def texts_for(kind: str, n: int, seed: int = 0) -> list[str]:
+    """The texts a step of `kind` encodes: relative texts (triplet), captions (stage1), or relative text plus the
+    reference's caption (stage2's query texts)."""
+    if kind == "triplet":
+        return relative_texts_for(n, seed)
+    if kind == "stage1":
+        return captions_for(n, seed)
+    return [f"{relative}. {caption}" for relative, caption in zip(relative_texts_for(n, seed), captions_for(n, seed))]
+
+
+@functools.cache
+def _tokenizer(arch: str):
+    """One tokenizer per architecture (building one reads the BPE vocabulary: half a second)."""
+    return tokenizer_for(arch)
+
+
+def tokens_for(model: RetrievalModel, kind: str, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A step's text tokens on the device and each text's id (equal texts share one)."""
+    texts = texts_for(kind, n)
+    ids = {text: i for i, text in enumerate(dict.fromkeys(texts))}
+    return (_tokenizer(model.arch)(texts).to(device),
+            torch.tensor([ids[c] for c in texts], device=device))
 
 
 def store_for(model: RetrievalModel, paths: list[str], directory: Path, workers: int) -> tuple[ImageStore, dict]:
@@ -109,7 +158,7 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
     """
     device = runtime.device
     generator = torch.Generator().manual_seed(1)
-    tokens, caption_id = tokens_for(model, 4 * n if kind == "stage2" else n, device)
+    tokens, caption_id = tokens_for(model, kind, 4 * n if kind == "stage2" else n, device)
     if kind == "stage1":
         return trained_parameters(model), caption_alignment_loss(model, pixels, tokens, caption_id, runtime, 0.05)
     if kind == "triplet":

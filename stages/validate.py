@@ -9,8 +9,8 @@ from pipeline.paths import Paths
 
 def main() -> None:
     summary = validate.run(stage_params("validate"), Paths())
-    print(f"validate: {summary['source']} at {summary['root']}: "
-          + ", ".join(f"{split} {n} images / {summary['pairs'][split]} pairs" for split, n in summary["images"].items()))
+    counts = [f"{split} {n} images / {summary['pairs'][split]} pairs" for split, n in summary["images"].items()]
+    print(f"validate: {summary['source']} at {summary['root']}: " + ", ".join(counts))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_k_zero_mines_nothing():
 
 
 def test_unknown_index_kind_is_one_sentence():
-    with pytest.raises(PipelineError, match="negatives.index"):
+    with pytest.raises(PipelineError, match="index kind 'annoy' is not allowed: use flat, hnsw, ivf"):
         build_index(np.eye(2, dtype=np.float32), "annoy")
 
 

@@ -41,9 +41,17 @@ def stored_image_features(model: RetrievalModel, store: ImageStore, rows: np.nda
 @torch.no_grad()
 def text_features(model: RetrievalModel, tokenizer, texts: Sequence[str], batch_size: int,
                   runtime: Runtime = Runtime(), desc: str = "embed texts") -> torch.Tensor:
+    """Features of `texts`, in their order. They are encoded shortest first, so that each batch's texts are of
+    about one length and the text tower's trim to the batch's longest (RetrievalModel.encode_texts) cuts close."""
     model.eval()
+    if not len(texts):
+        return torch.empty(0, model.embed_dim)
+    tokens = tokenizer(list(texts))
+    order = torch.argsort(model.token_counts(tokens), stable=True)
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", mininterval=2):
         with runtime.autocast():
-            chunks.append(model.encode_texts(tokenizer(list(texts[start:start + batch_size]))))
-    return torch.cat(chunks).cpu() if chunks else torch.empty(0, model.embed_dim)
+            chunks.append(model.encode_texts(tokens[order[start:start + batch_size]]))
+    features = torch.empty(len(texts), model.embed_dim)
+    features[order] = torch.cat(chunks).cpu()
+    return features

@@ -68,5 +68,5 @@ def tiny_copy(root: Path, params: dict) -> Path:
     return root
 
 
-ALL_STAGES = {"synthesize", "validate", "caption", "triplets", "decode", "stage1", "embed", "mine", "stage2", "evaluate",
-              "index"}
+ALL_STAGES = {"synthesize", "validate", "caption", "triplets", "decode", "stage1", "embed", "mine", "stage2",
+              "evaluate", "index"}

@@ -1,0 +1,40 @@
+"""The prepared GPU check's dry run (benchmarks/gpu_check.sh --dry-run: the CPU, tiny sizes, this checkout's
+.venv) runs every part it plans and writes the whole report: the same script the GPU box runs, so a GPU check
+is not the first time it runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from gpu_check import dry_stages  # noqa: E402
+
+SECTIONS = ["# GPU check (dry-run)", "## Targets", "## Matmul ceiling", "## Mining (mine.py)",
+            "## Training step, inputs on the device (train_step.py)", "## End-to-end epoch from JPEG files (epoch.py)",
+            "## Gallery embedding (embed.py)", "## The demo DAG stage by stage (stage_times.py --breakdown)",
+            "## Compiled training steps (train_step.py --compile)",
+            "## End-to-end epoch, compiled (epoch.py --compile)"]
+
+
+def test_dry_run_writes_every_section_of_the_report(tmp_path):
+    out = tmp_path / "report.md"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+                            cwd=tmp_path, env={**env, "FASHION_CIR_DEVICE": "cpu"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = out.read_text()
+    for section in SECTIONS:
+        assert section in report, section
+    body = report.split("## Matmul ceiling", 1)[1]
+    assert body.count(": ok in ") == 6, report  # the six parts a dry run runs, each ok
+    assert report.count("Not run: a compiled part") == 2
+    assert "synthesize" in dry_stages() and "decode" not in dry_stages()
+    for row in [f"| {stage} |" for stage in dry_stages()] + ["| the demo DAG", "| mining 200,000", "| stage 1 step",
+                                                             "| end-to-end triplet", "| gallery embedding"]:
+        assert row in report, row
+    assert "(still running)" not in report
