@@ -74,6 +74,11 @@ class Paths:
     def stage2_dir(self) -> Path:
         return self.root / "models/stage2"
 
+    def resume_dir(self, stage: str) -> Path:
+        """Where a training stage keeps its last finished epoch until it completes (not a DVC output, so DVC's
+        clean-up before a run leaves it: pipeline/training/resume.py)."""
+        return self.root / f"models/.{stage}.resume"
+
     @property
     def stage1_live(self) -> Path:
         """DVCLive's curves of stage 1."""

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from dvclive import Live
 from pipeline.config import TrainParams
 from pipeline.runtime import Runtime, compile_encoders
+from pipeline.training.resume import EpochCheckpoint
 
 PROBE = (2, 7)  # under compute.compile auto: the eager steps timed, between these steps of an epoch (after warm-up)
 
@@ -122,11 +124,15 @@ def train(
     runtime: Runtime = Runtime(),
     validate: Callable[[], dict[str, float]] | None = None,
     desc: str = "train",
+    checkpoint: EpochCheckpoint | None = None,
+    stateful: dict[str, Any] | None = None,
 ) -> None:
     """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng, epoch)` computes one
     step's loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr. `live` is None
     on the ranks that do not log. `modules` are the RetrievalModels trained (train/eval mode, compiled under
-    auto)."""
+    auto). With a `checkpoint`, every finished epoch is saved there with `stateful` (objects with state_dict and
+    load_state_dict: the model, anything else an epoch changes), and a run that finds one continues after its
+    epoch exactly as if it had never stopped (pipeline/training/resume.py)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if live is not None:
@@ -136,7 +142,18 @@ def train(
     total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
     auto_compile, done = AutoCompile(runtime, modules), 0
-    for epoch in range(params.epochs):
+    stateful, history, first = stateful or {}, [], 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        first, done, history = restore(saved, stateful, optimizer, schedule, rng, runtime)
+        for metrics in history if live is not None else []:  # the curves of the epochs already trained
+            for name, value in metrics.items():
+                live.log_metric(name, value)
+            live.next_step()
+        if runtime.world.is_main:
+            print(f"{desc}: resuming after epoch {first} of {params.epochs} ({checkpoint.directory})",
+                  file=sys.stderr, flush=True)
+    for epoch in range(first, params.epochs):
         for module in modules:
             module.train()
         losses = []
@@ -154,13 +171,41 @@ def train(
             losses.append(loss.detach())
             done += 1
             auto_compile.after_step(step, total - done)
-        if live is None:
-            continue
-        live.log_metric("train/loss", float(torch.stack(losses).mean()))
-        live.log_metric("train/lr", schedule.get_last_lr()[0])
-        if validate is not None:
-            for module in modules:
-                module.eval()
-            for name, value in validate().items():
+        if live is not None:
+            metrics = {"train/loss": float(torch.stack(losses).mean()), "train/lr": schedule.get_last_lr()[0]}
+            if validate is not None:
+                for module in modules:
+                    module.eval()
+                metrics.update(validate())
+            for name, value in metrics.items():
                 live.log_metric(name, value)
-        live.next_step()
+            live.next_step()
+            history.append(metrics)
+        if checkpoint is not None and runtime.world.is_main:
+            checkpoint.save(epoch_state(epoch + 1, done, history, stateful, optimizer, schedule, rng))
+
+
+def epoch_state(epoch: int, done: int, history: list[dict[str, float]], stateful: dict[str, Any],
+                optimizer: torch.optim.Optimizer, schedule: torch.optim.lr_scheduler.LRScheduler,
+                rng: np.random.Generator) -> dict[str, Any]:
+    """Everything the next epoch depends on, as a run that never stopped would have it."""
+    return {"epoch": epoch, "done": done, "history": history,
+            "stateful": {name: obj.state_dict() for name, obj in stateful.items()},
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore(state: dict[str, Any], stateful: dict[str, Any], optimizer: torch.optim.Optimizer,
+            schedule: torch.optim.lr_scheduler.LRScheduler, rng: np.random.Generator, runtime: Runtime
+            ) -> tuple[int, int, list[dict[str, float]]]:
+    """Put a saved epoch state back; the epoch to continue from, the steps done and the metrics logged so far."""
+    for name, obj in stateful.items():
+        obj.load_state_dict(state["stateful"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] and runtime.device.type == "cuda":
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["epoch"]), int(state["done"]), list(state["history"])

@@ -23,6 +23,7 @@ from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
 from pipeline.training.loop import BatchLoss, open_live, train
 from pipeline.training.losses import clip_loss
+from pipeline.training.resume import EpochCheckpoint, run_key
 
 
 def run(params: Params, paths: Paths) -> None:
@@ -52,11 +53,15 @@ def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
     tokens = tokenizer_for(model.arch)(captions["caption"].tolist()).to(runtime.device)
     caption_id = torch.from_numpy(pd.factorize(captions["caption"])[0]).to(runtime.device)
     batch_loss = caption_alignment_loss(encoder, pixels, tokens, caption_id, runtime, settings.temperature)
+    tracked = {"seed": params.seed, "model": params.model.model_dump(), "stage1": settings.model_dump(),
+               "precision": params.compute.precision, "processes": runtime.world.size}
+    checkpoint = EpochCheckpoint(paths.resume_dir("stage1"), run_key(tracked, [paths.captions, paths.image_store]))
     with open_live(paths.stage1_live) if runtime.world.is_main else contextlib.nullcontext() as live:
         train([(trained, settings.lr)], batch_loss, len(captions), settings, params.seed, live, [model],
-              runtime, desc="stage1")
+              runtime, desc="stage1", checkpoint=checkpoint, stateful={"model": model})
     if runtime.world.is_main:
         save_checkpoint(paths.stage1_dir, model)
+        checkpoint.clear()
 
 
 def trained_parameters(model: RetrievalModel) -> list[torch.nn.Parameter]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
 from pipeline.training.loop import BatchLoss, open_live, train
 from pipeline.training.losses import composed_retrieval_loss
+from pipeline.training.resume import EpochCheckpoint, run_key
 from pipeline.triplets.query_text import training_query_texts
 
 
@@ -91,6 +93,13 @@ class HardNegatives:
         if every and self.negatives.k and epoch // every > self.mined_at // every:
             self.current, self.mined_at = self._remine(), epoch
         return self.current
+
+    def state_dict(self) -> dict[str, Any]:
+        """The negatives in use and when they were mined: a resumed run must not mine again early."""
+        return {"current": self.current.cpu(), "mined_at": self.mined_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.current, self.mined_at = state["current"].to(self.current.device), int(state["mined_at"])
 
     @torch.no_grad()
     def _remine(self, batch_size: int = 1024) -> torch.Tensor:
@@ -179,8 +188,14 @@ def train_stage2(params: Params, runtime: Runtime, paths: Paths) -> None:
         rankings = validation.rankings(model, tokenizer, val_features, "composed", 256, runtime)
         return {f"val/{name}": value for name, value in headline(params.data.source, rankings).items()}
 
+    tracked = {"seed": params.seed, "stage2": settings.model_dump(), "negatives": negatives.model_dump(),
+               "source": params.data.source, "precision": params.compute.precision, "processes": runtime.world.size}
+    inputs = [paths.stage1_dir, paths.captions, paths.embeddings_dir, paths.triplets_dir, paths.negatives]
+    checkpoint = EpochCheckpoint(paths.resume_dir("stage2"), run_key(tracked, inputs))
     with open_live(paths.stage2_live) if runtime.world.is_main else contextlib.nullcontext() as live:
         train([(text_params, settings.text_lr or settings.lr), (combiner_params, settings.lr)], batch_loss,
-              len(triplets), settings, params.seed, live, [model], runtime, validate=validate, desc="stage2")
+              len(triplets), settings, params.seed, live, [model], runtime, validate=validate, desc="stage2",
+              checkpoint=checkpoint, stateful={"model": model, "hard_negatives": hard})
     if runtime.world.is_main:
         save_checkpoint(paths.stage2_dir, model)
+        checkpoint.clear()
