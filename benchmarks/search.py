@@ -102,7 +102,7 @@ def timed_search(index: faiss.Index, queries: np.ndarray, one_at_a_time: int) ->
 
 def scale(n: int, dim: int, n_queries: int) -> None:
     print(describe(torch.device("cpu")))
-    print(f"{n:,} clustered unit vectors of {dim} dimensions, {n_queries} held-out queries, faiss "
+    print(f"{n:,} unit vectors of {dim} dimensions and intrinsic dimension 32, {n_queries} held-out queries, faiss "
           f"{faiss.__version__}, {faiss.omp_get_max_threads()} threads\n")
     data = embedding_like(n + n_queries, dim, seed=0)
     gallery, queries = data[:n], data[n:]

@@ -4,7 +4,6 @@ chart made without a browser, the example-retrievals picture, and a comparison o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +17,10 @@ from PIL import Image
 from pipeline.config import read_yaml
 from pipeline.paths import Paths
 from tests.conftest import REPO
+from tests.support.browser import browser_page, screenshot
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
 PLOTS = [next(iter(entry)) if isinstance(entry, dict) else entry for entry in read_yaml(REPO / "dvc.yaml")["plots"]]
 CHARTS = [plot for plot in PLOTS if not plot.endswith(".png")]
 
@@ -53,41 +50,19 @@ def test_evaluate_draws_example_retrievals(tiny_repo: Path, report: Path):
     assert any(path.name.endswith("retrievals.png") for path in report.iterdir())
 
 
-def _rendered(page_url: str, screenshot: Path) -> dict:
+def _rendered(page_url: str, tmp_path: Path, name: str) -> dict:
     """Open a page in headless Chromium that may load nothing from a network; what rendered."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    if not CHROMIUM.is_file():
-        if os.environ.get("REQUIRE_BROWSER"):
-            pytest.fail(f"REQUIRE_BROWSER is set but {CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    tried = []
-
-    def offline(route) -> None:
-        if urlsplit(route.request.url).scheme != "file":
-            tried.append(route.request.url)
-            route.abort()
-        else:
-            route.continue_()
-
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, offline=True)
-        context.route("**/*", offline)
-        tab = context.new_page()
-        errors = []
-        tab.on("pageerror", lambda error: errors.append(str(error)))
+    with browser_page(lambda url: urlsplit(url).scheme == "file", height=1000, offline=True) as (tab, refused, errors):
         tab.goto(page_url)
         tab.wait_for_function(f"document.querySelectorAll('svg, canvas').length >= {len(CHARTS)}", timeout=30000)
-        tab.screenshot(path=str(screenshot), full_page=True)
+        screenshot(tab, tmp_path, name)
         charts = tab.evaluate("[...document.querySelectorAll('body > div')].map("
                               "d => d.querySelectorAll('svg, canvas').length + d.querySelectorAll('img').length)")
-        browser.close()
-    shutil.copy(screenshot, Path("/tmp/screens").joinpath(screenshot.name)) if Path("/tmp/screens").is_dir() else None
-    return {"tried": tried, "errors": errors, "charts": charts}
+    return {"tried": refused, "errors": errors, "charts": charts}
 
 
 def test_the_page_renders_every_plot_offline(report: Path, tmp_path: Path):
-    seen = _rendered((report / "index.html").as_uri(), tmp_path / "plots.png")
+    seen = _rendered((report / "index.html").as_uri(), tmp_path, "plots.png")
     assert seen["tried"] == [] and seen["errors"] == []
     assert len(seen["charts"]) == len(PLOTS) and all(n >= 1 for n in seen["charts"])
     shot = np.asarray(Image.open(tmp_path / "plots.png").convert("L"))
@@ -99,7 +74,7 @@ def test_two_revisions_compare_in_one_page(tiny_repo: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     page = (Paths(tiny_repo).plots_report / "index.html").read_text()
     assert '"rev": "HEAD"' in page and '"rev": "workspace"' in page
-    seen = _rendered((Paths(tiny_repo).plots_report / "index.html").as_uri(), tmp_path / "plots-diff.png")
+    seen = _rendered((Paths(tiny_repo).plots_report / "index.html").as_uri(), tmp_path, "plots-diff.png")
     assert seen["tried"] == [] and seen["errors"] == []
 
 

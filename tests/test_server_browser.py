@@ -8,8 +8,6 @@ Screenshots go to the test's tmp_path and are copied to /tmp/screens/ for a pers
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,21 +21,13 @@ import pandas as pd
 import pytest
 
 from pipeline.paths import Paths
+from tests.support.browser import browser_page, playwright_api, screenshot
 
-CHROMIUM = Path("/usr/bin/chromium")
-if os.environ.get("REQUIRE_BROWSER") and not CHROMIUM.is_file():  # CI installs it: there, missing is a failure
-    raise RuntimeError(f"REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt-get install -y chromium)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
-                                                              "(pip install -e '.[test]')")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+playwright_api()  # skips the module, with its reason, where the browser or playwright is missing
 
 FASHION_CIR = [sys.executable, "-m", "pipeline.cli"]
 REPO = Path(__file__).resolve().parents[1]
-SCREENS = Path("/tmp/screens")
 TEXT = "is red with long sleeves"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 LOADED = """(k) => {
   const images = [...document.querySelectorAll('#results .hit img')];
@@ -85,34 +75,13 @@ def server(search_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.fixture
 def page(server: str) -> Iterator[tuple]:
     """A fresh browser page that can reach only localhost, with the off-site requests it tried and its errors."""
-    blocked, errors = [], []
 
-    def only_local(route) -> None:
-        url = urlsplit(route.request.url)
-        if url.scheme in ("http", "https", "ws", "wss") and url.hostname not in LOCAL_HOSTS:
-            blocked.append(route.request.url)
-            route.abort()
-        else:
-            route.continue_()
+    def local(url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.scheme not in ("http", "https", "ws", "wss") or parts.hostname in LOCAL_HOSTS
 
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.route("**/*", only_local)
-        tab = context.new_page()
-        tab.on("pageerror", lambda error: errors.append(str(error)))
-        tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        yield tab, blocked, errors
-        browser.close()
-
-
-def screenshot(tab, tmp_path: Path, name: str) -> Path:
-    """Full-page screenshot in tmp_path, copied to /tmp/screens/ for a person to look at."""
-    path = tmp_path / name
-    tab.screenshot(path=str(path), full_page=True)
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SCREENS / name)
-    return path
+    with browser_page(local) as opened:
+        yield opened
 
 
 def next_page(tab) -> None:

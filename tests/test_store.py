@@ -49,9 +49,8 @@ def test_store_holds_each_file_once_and_skips_what_cannot_be_decoded(tmp_path):
     assert len(served) == 3 and torch.equal(served[np.array([2, 1])][1], torch.from_numpy(np.array(store.pixels[3])))
 
 
-def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
-    paths = _images(tmp_path, 7)
-    loader, preprocess = _loader()
+def _interrupted_build(paths, loader, preprocess, out_dir, monkeypatch) -> None:
+    """A build stopped (Ctrl-C) after two chunks of two images."""
     monkeypatch.setattr(store_module, "BATCH", 2)
     monkeypatch.setattr(store_module, "CHUNK", 2)
     real = store_module.decode_files
@@ -64,9 +63,15 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
 
     monkeypatch.setattr(store_module, "decode_files", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
-    assert not (tmp_path / "store").exists()  # nothing half-built under the final name
+        build_store(paths, loader, preprocess, out_dir, workers=1)
     monkeypatch.setattr(store_module, "decode_files", real)
+
+
+def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
+    paths = _images(tmp_path, 7)
+    loader, preprocess = _loader()
+    _interrupted_build(paths, loader, preprocess, tmp_path / "store", monkeypatch)
+    assert not (tmp_path / "store").exists()  # nothing half-built under the final name
     report = build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
     assert report["resumed_from"] == 4 and report["images"] == 7
     store = ImageStore.open(tmp_path / "store")
@@ -83,20 +88,7 @@ def test_a_resumed_build_decodes_changed_and_fixed_files_again(tmp_path, monkeyp
     good_bytes = broken.read_bytes()
     broken.write_bytes(b"not an image")
     loader, preprocess = _loader()
-    monkeypatch.setattr(store_module, "BATCH", 2)
-    monkeypatch.setattr(store_module, "CHUNK", 2)
-    real = store_module.decode_files
-
-    def interrupted(*args, **kwargs):
-        for count, batch in enumerate(real(*args, **kwargs)):
-            if count == 2:
-                raise KeyboardInterrupt
-            yield batch
-
-    monkeypatch.setattr(store_module, "decode_files", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        build_store(paths, loader, preprocess, tmp_path / "store", workers=1)
-    monkeypatch.setattr(store_module, "decode_files", real)
+    _interrupted_build(paths, loader, preprocess, tmp_path / "store", monkeypatch)
     broken.write_bytes(good_bytes)  # fixed
     Path(paths[0]).write_bytes(Path(paths[5]).read_bytes())  # replaced by another picture
     report = build_store(paths, loader, preprocess, tmp_path / "store", workers=1)

@@ -1,0 +1,69 @@
+"""Debian's Chromium driven by Playwright (no `playwright install`), for the tests that use a page the way a
+person does: every request the page makes is checked against what it may reach, and screenshots are kept in
+/tmp/screens/ as well, for a person to look at."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENS = Path("/tmp/screens")
+# Without the background-networking flags Chromium tries to reach Google's hosts at every start; as root it needs
+# --no-sandbox.
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def playwright_api() -> ModuleType:
+    """playwright.sync_api, or a skip with its reason; with REQUIRE_BROWSER set (CI installs both), a failure."""
+    if os.environ.get("REQUIRE_BROWSER") and not CHROMIUM.is_file():
+        pytest.fail(f"REQUIRE_BROWSER is set but {CHROMIUM} is missing (apt-get install -y chromium)")
+    api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed "
+                                                           "(pip install -e '.[test]')")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+    return api
+
+
+@contextmanager
+def browser_page(allowed: Callable[[str], bool], width: int = 1400, height: int = 900,
+                 offline: bool = False) -> Iterator[tuple]:
+    """A fresh headless page that may load only the URLs `allowed` accepts; with the URLs it was refused and the
+    errors it logged."""
+    api = playwright_api()
+    refused, errors = [], []
+
+    def guard(route) -> None:
+        if allowed(route.request.url):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
+        context = browser.new_context(viewport={"width": width, "height": height}, offline=offline)
+        context.route("**/*", guard)
+        tab = context.new_page()
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        tab.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        try:
+            yield tab, refused, errors
+        finally:
+            browser.close()
+
+
+def screenshot(tab, tmp_path: Path, name: str) -> Path:
+    """Full-page screenshot in tmp_path, copied to /tmp/screens/."""
+    path = tmp_path / name
+    tab.screenshot(path=str(path), full_page=True)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SCREENS / name)
+    return path
