@@ -44,7 +44,10 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
     dropped = json.loads((root / "data/triplets/report.json").read_text())
     for key, count in absent.items():  # dead links: counted, their pairs dropped, the run goes on
         assert captioned["missing"][f"{key}.images_missing"] == count
-    assert sum(dropped[f"{key}.pairs_dropped"] for key in absent) > 0
+    assert sum(dropped["dataset"][f"{key}.pairs_dropped"] for key in absent) > 0
+    assert sum(dropped["pairs_dropped"][split]["missing image"] for split in ("train", "val")) == \
+        sum(dropped["dataset"][f"{key}.pairs_dropped"] for key in absent)
+    assert metrics["dress"]["dropped"] == 0  # pairs without their images never reach evaluation
     assert json.loads((Paths(root).stage1_dir / "model.json").read_text())["target_ratio"] == 1.25
     assert json.loads((Paths(root).submissions / "index.json").read_text())["files"] == []
 
@@ -59,7 +62,8 @@ def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_pat
     assert ran(result.stdout) == ALL_STAGES
 
     metrics = json.loads(Paths(root).eval_metrics.read_text())
-    assert list(metrics) == [*(f"R@{k}" for k in CIRR_KS), *(f"Rsubset@{k}" for k in CIRR_SUBSET_KS), "mean"]
+    assert list(metrics) == [*(f"R@{k}" for k in CIRR_KS), *(f"Rsubset@{k}" for k in CIRR_SUBSET_KS), "mean",
+                             "queries", "dropped"]
     assert metrics["mean"] == pytest.approx((metrics["R@5"] + metrics["Rsubset@1"]) / 2, abs=1e-3)
 
     test1 = {str(e["pairid"]): e for e in json.loads((annotations / "captions/cap.rc2.test1.json").read_text())}

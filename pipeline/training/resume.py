@@ -25,7 +25,10 @@ STATE = "state.pt"
 
 
 def _files(path: Path) -> list[Path]:
-    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    """Every file of `path` (none if it does not exist: a stage with nothing to train reads no image store)."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path] if path.exists() else []
 
 
 PIPELINE = Path(__file__).resolve().parents[1]  # the code a run's key covers

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -19,6 +20,14 @@ SCREENS = Path("/tmp/screens")
 # --no-sandbox.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic"]
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+
+
+def only_localhost(url: str) -> bool:
+    """Whether a page may load `url`: data and blob URLs, and this machine's servers, nothing off-site."""
+    parts = urlsplit(url)
+    return parts.scheme not in ("http", "https", "ws", "wss") or parts.hostname in LOCAL_HOSTS
 
 
 def playwright_api() -> ModuleType:
