@@ -122,14 +122,15 @@ def scale(n: int, dim: int, n_queries: int) -> None:
     add("flat", "-", flat, flat_build, flat.ntotal * dim * 4, truth)
     del flat
 
-    settings = IndexParams(kind="hnsw", hnsw_m=32, ef_construction=40)
+    settings = IndexParams(kind="hnsw")  # the index stage's defaults
     start = time.perf_counter()
     hnsw = build_index(gallery, "hnsw", 0, settings)
     build_s = time.perf_counter() - start
     memory = faiss.serialize_index(hnsw).nbytes
-    for ef in (32, 64, 128, 256):
+    for ef in (64, 96, 128, 160, 256):
         hnsw.hnsw.efSearch = ef
-        add("hnsw (M 32)", f"ef_search {ef}", hnsw, build_s, memory, truth)
+        add(f"hnsw (M {settings.hnsw_m}, ef_construction {settings.ef_construction})", f"ef_search {ef}", hnsw,
+            build_s, memory, truth)
     del hnsw
 
     settings = IndexParams(kind="ivfpq", nlist=int(4 * np.sqrt(n)), pq_m=dim // 8, refine=8)
