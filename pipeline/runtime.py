@@ -10,7 +10,6 @@ arithmetic of the committed reference runs."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ComputeParams
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
 from pipeline.training.distributed import World, close_world, init_world, launch, process_device
 
@@ -33,20 +33,6 @@ Compile = bool | Literal["auto"]
 # 5,054 pairs/s; benchmarks/gpu-check-2026-11-30-h200.md).
 COMPILE_SECONDS = 63.0
 COMPILE_SPEEDUP = 1.46
-
-DEVICE_VARIABLE = "FASHION_CIR_DEVICE"
-
-
-def compute_device() -> torch.device:
-    """The GPU when there is one, else the CPU; the FASHION_CIR_DEVICE environment variable (cpu, cuda, cuda:1,
-    mps) overrides. Not a param: it changes speed, and results only by floating-point noise (the committed
-    reference metrics are CPU runs, bit-for-bit reproducible)."""
-    chosen = os.environ.get(DEVICE_VARIABLE) or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(chosen)
-    except RuntimeError:
-        raise PipelineError(f"{DEVICE_VARIABLE} = '{chosen}' is not a torch device; use cpu, cuda, cuda:<n> or mps.")
-
 
 @dataclass(frozen=True)
 class Runtime:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.errors import PipelineError
 from pipeline.negatives import hard
 from pipeline.negatives.hard import exact_search_device, mine_hard_negatives
 
@@ -60,3 +61,9 @@ def test_exact_search_runs_on_cuda_for_a_flat_index_only(monkeypatch):
     monkeypatch.delenv("FASHION_CIR_DEVICE")
     assert exact_search_device("flat") is None
     assert exact_search_device("flat", torch.device("cpu")) == torch.device("cpu")
+
+
+def test_a_device_variable_that_names_no_device_is_one_sentence(monkeypatch):
+    monkeypatch.setenv("FASHION_CIR_DEVICE", "gpu0")
+    with pytest.raises(PipelineError, match="FASHION_CIR_DEVICE = 'gpu0' is not a torch device"):
+        exact_search_device("flat")

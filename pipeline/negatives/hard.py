@@ -13,11 +13,10 @@ serves the CPU, and the approximate `hnsw` and `ivf` indexes everywhere.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
+from pipeline.device import compute_device
 from pipeline.models.composition import normalised_sum
 from pipeline.search.faiss_index import build_index
 
@@ -34,15 +33,14 @@ GALLERY_CHUNK = 65536
 
 
 def exact_search_device(kind: str, device: torch.device | None = None) -> torch.device | None:
-    """Where mining searches exactly in torch, or None for FAISS: `device` when given, else CUDA when present
-    (FASHION_CIR_DEVICE overrides, the rule of pipeline/runtime.py's compute_device, read here so that the `mine`
-    stage does not depend on the training runtime's code); always None for an approximate index."""
+    """Where mining searches exactly in torch, or None for FAISS: `device` when given, else the stages' device
+    (pipeline/device.py) when it is CUDA; always None for an approximate index."""
     if kind != "flat":
         return None
     if device is not None:
         return torch.device(device)
-    chosen = os.environ.get("FASHION_CIR_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(chosen) if torch.device(chosen).type == "cuda" else None
+    chosen = compute_device()
+    return chosen if chosen.type == "cuda" else None
 
 
 def mine_hard_negatives(
