@@ -13,8 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
+# The stages fork from one warm interpreter (pipeline/warm.py): the same outputs as `dvc repro`, without each stage
+# importing torch and open_clip again.
 repro: env
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/fashion-cir warm -- dvc repro
 
 test: env
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest

@@ -11,6 +11,8 @@ Parts, in the order they run (the most telling first, so a stopped check loses t
     epoch          benchmarks/epoch.py: an end-to-end triplet epoch over 20,000 JPEGs, plain against the store
     embed          benchmarks/embed.py: gallery embedding of the same 20,000 images
     dag            benchmarks/stage_times.py --breakdown: the demo DAG stage by stage in a copy of the repository
+    dag_warm       benchmarks/stage_times.py --warm: the same stages forked from one warm interpreter, as
+                   `fashion-cir warm -- dvc repro` runs them (pipeline/warm.py)
     compile        train_step.py --compile: the stage 1 and triplet steps compiled (about a minute of compiling each)
     epoch_compile  epoch.py --compile: the end-to-end triplet epoch compiled (the triplet step's compiled graphs
                    come from the inductor cache the compile part filled)
@@ -54,6 +56,7 @@ DRY_PARAMS = {"synthetic": {"families_train": 2, "families_val": 2, "family_size
 # The quick mode's DAG: every stage, on a third of the demo's catalogue and a quarter of its epochs.
 QUICK_PARAMS = {"synthetic": {"families_train": 50, "families_val": 30}, "triplets": {"generated_per_category": 600},
                 "stage1": {"epochs": 5}, "stage2": {"epochs": 3}}
+DAG_REPOS = {"dag": "repo", "dag_warm": "repo-warm"}  # each DAG part its own copy: a dry run runs two parts at once
 TARGETS_NOTE = "the targets of docs/gpu.md: ViT-B/32 at 224 px on one H100 or H200"
 
 
@@ -98,8 +101,11 @@ def plan(mode: str, work: Path, jsonl: Path) -> list[Part]:
               *out],
              120, 15),
         Part("dag", "The demo DAG stage by stage (stage_times.py --breakdown)",
-             ["benchmarks/stage_times.py", "--breakdown", "--repo", str(work / "repo"),
+             ["benchmarks/stage_times.py", "--breakdown", "--repo", str(work / DAG_REPOS["dag"]),
               *(["--stages", *dry_stages()] if dry else []), *out], 240, 50),
+        Part("dag_warm", "The demo DAG stage by stage, warm (stage_times.py --warm)",
+             ["benchmarks/stage_times.py", "--warm", "--repo", str(work / DAG_REPOS["dag_warm"]),
+              *(["--stages", *dry_stages()] if dry else []), *out], 180, 40),
         Part("compile", "Compiled training steps (train_step.py --compile)",
              ["benchmarks/train_step.py", "--steps", "stage1", "triplet", *step, "--compile", "--compiled-only",
               *out] if full else None, 240, 80, why=compiled),
@@ -204,7 +210,7 @@ def records(jsonl: Path) -> list[dict]:
     return [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
 
 
-def targets(results: list[dict], dag: Part, mode: str) -> list[list[str]]:
+def targets(results: list[dict], dag: Part, dag_warm: Part, mode: str) -> list[list[str]]:
     """docs/gpu.md's targets against what this check measured (a dash where not measured at their size)."""
     def verdict(ok: bool | None) -> str:
         return "-" if ok is None or mode == "dry-run" else ("yes" if ok else "**no**")
@@ -233,13 +239,24 @@ def targets(results: list[dict], dag: Part, mode: str) -> list[list[str]]:
         rows.append(["mining 200,000 x 20,000 (k 16): <= 1 s", f"{r['seconds']:.2f} s ({r['method']}, "
                      f"{r['gallery']:,} x {r['queries']:,}, recall {r['recall']:.4f})",
                      verdict(r["seconds"] <= 1.0 if size else None)])
-    stages = [r for r in results if r["benchmark"] == "stage_times"]
-    if stages:
-        total = sum(r["wall"] for r in stages)
+    cold = [r for r in results if r["benchmark"] == "stage_times" and not r.get("warm")]
+    if cold:
         whole = dag.status == "ok" and mode == "full"
-        rows.append(["the demo DAG: <= 60 s, at most 5 s per stage beyond its compute",
-                     f"{total:.0f} s over {len(stages)} stages; fixed cost up to "
-                     f"{max(r['fixed'] for r in stages):.1f} s a stage", verdict(total <= 60 if whole else None)])
+        rows.append(["the demo DAG: <= 60 s, at most 5 s per stage beyond its compute (each stage in its own "
+                     "interpreter)", f"{sum(r['wall'] for r in cold):.0f} s over {len(cold)} stages; fixed cost up "
+                     f"to {max(r['fixed'] for r in cold):.1f} s a stage", verdict(sum(r["wall"] for r in cold) <= 60
+                                                                          if whole else None)])
+    warm = [r for r in results if r["benchmark"] == "stage_times" and r.get("warm")]
+    if warm:
+        started = sum(r["wall"] for r in results if r["benchmark"] == "warm_server")
+        total = started + sum(r["wall"] for r in warm)
+        compute = {r["stage"]: r["compute"] for r in cold}
+        fixed = [r["wall"] - compute[r["stage"]] for r in warm if r["stage"] in compute]
+        whole = dag_warm.status == "ok" and mode == "full"
+        rows.append(["the demo DAG: <= 60 s, at most 5 s per stage beyond its compute (warm: `fashion-cir warm`)",
+                     f"{total:.0f} s over {len(warm)} stages, the server's start ({started:.1f} s) included"
+                     + (f"; beyond the compute measured cold, up to {max(fixed):.1f} s a stage" if fixed else ""),
+                     verdict(total <= 60 and (not fixed or max(fixed) <= 5) if whole else None)])
     embedded = [r for r in results if r["benchmark"] == "embed" and r["path"].startswith("pipeline")]
     if embedded:
         top = max(embedded, key=lambda r: r["per_s"])
@@ -270,6 +287,7 @@ def report(parts: list[Part], mode: str, jsonl: Path, work: Path, command: str, 
     """The whole report as it stands."""
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     dag = next(p for p in parts if p.name == "dag")
+    dag_warm = next(p for p in parts if p.name == "dag_warm")
     lines = [f"# GPU check ({mode})", "",
              f"{date}; `{command}`; {elapsed():.0f} s since the check started"
              + ("" if final else " (still running)") + f"; {os.cpu_count()} CPU cores; {versions()}.", ""]
@@ -291,7 +309,7 @@ def report(parts: list[Part], mode: str, jsonl: Path, work: Path, command: str, 
         lines += ["The import check after installing the missing wheels failed with:", "", "```text",
                   *failed_import.read_text().strip().splitlines()[-5:], "```", ""]
     lines += ["## Targets", "", f"({TARGETS_NOTE}; a dash: not measured at the target's size in this run)", ""]
-    rows = targets(records(jsonl), dag, mode)
+    rows = targets(records(jsonl), dag, dag_warm, mode)
     lines += ["| target | measured | met |", "|---|---|---|", *[f"| {' | '.join(r)} |" for r in rows]] if rows \
         else ["No target measured yet."]
     skipped = [p.name for p in parts if p.argv is not None and p.status.startswith(("skipped", "timed out"))]
@@ -316,7 +334,7 @@ def report(parts: list[Part], mode: str, jsonl: Path, work: Path, command: str, 
 
 def execute(part: Part, mode: str, work: Path, jsonl: Path) -> None:
     """Run one part; the DAG part first gets its copy of the repository, and afterwards the run's metrics."""
-    if part.name == "dag":
+    if part.name in DAG_REPOS:
         try:
             params = {"dry-run": DRY_PARAMS, "quick": QUICK_PARAMS, "full": {}}[mode]
             if mode == "quick":
@@ -325,13 +343,13 @@ def execute(part: Part, mode: str, work: Path, jsonl: Path) -> None:
             if mode != "dry-run" and cuda_available():
                 params = {**params, "compute": {"precision": "bf16"}}
                 part.notes.append("`compute.precision: bf16`, as in the GPU reference run.")
-            copy_repository(work / "repo", params)
+            copy_repository(work / DAG_REPOS[part.name], params)
         except (OSError, subprocess.CalledProcessError, yaml.YAMLError) as error:
             part.status, part.output = "failed before it started: copying the repository", repr(error)
             return
     run(part, BUDGET[mode])
-    if part.name == "dag":
-        metrics = work / "repo" / "metrics" / "eval.json"
+    if part.name in DAG_REPOS:
+        metrics = work / DAG_REPOS[part.name] / "metrics" / "eval.json"
         evaluated = any(r["benchmark"] == "stage_times" and r["stage"] == "evaluate" for r in records(jsonl))
         if part.status == "ok" and evaluated and metrics.is_file():
             average = json.loads(metrics.read_text()).get("average", {})

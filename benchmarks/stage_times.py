@@ -2,6 +2,7 @@
 
     python benchmarks/stage_times.py                       # one markdown row per stage; run from the repository root
     python benchmarks/stage_times.py --breakdown           # and where each stage's seconds go (stage_phases.py)
+    python benchmarks/stage_times.py --warm                # the stages forked from one warm interpreter
     python benchmarks/stage_times.py --repo /tmp/copy --stages stage1 embed --jsonl times.jsonl
 
 Each stage is run with `dvc repro --force --single-item <stage>`, so the time includes DVC's own work and the
@@ -9,7 +10,9 @@ stage's Python start-up (imports of torch and open_clip), as it does in a real `
 `python` on DVC's PATH runs the stage through benchmarks/stage_phases.py under `-X importtime`, in the same process
 DVC would start, and the row splits the wall time into DVC's share, start-up and imports (the largest packages
 named), CUDA's initialisation, model building and loading, reading, writing, validation, DVCLive, compiling and
-the stage's own compute. `fixed` is everything but compute: what a stage costs however little it computes.
+the stage's own compute. `fixed` is everything but compute: what a stage costs however little it computes. With
+`--warm` every stage is handed to one warm server, as under `fashion-cir warm -- dvc repro` (pipeline/warm.py); the
+server's own start is timed once, before the first stage.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
 
 from common import append_result, markdown_table
+from pipeline.warm import SOCKET_VARIABLE, warm_server
 
 PHASES = ["cuda", "model", "read", "write", "validate", "dvclive", "compile", "compute"]
 SHIM = """#!/bin/sh
@@ -89,12 +94,15 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the DVC repository (default: here)")
     parser.add_argument("--stages", nargs="+", help="default: every stage of dvc.yaml, in order")
     parser.add_argument("--breakdown", action="store_true", help="split each stage's time into phases")
+    parser.add_argument("--warm", action="store_true", help="run the stages through one warm server")
     parser.add_argument("--jsonl", type=Path, help="append one JSON line per stage to this file")
     args = parser.parse_args()
+    if args.warm and args.breakdown:
+        parser.error("--breakdown starts each stage in its own interpreter to time its imports; it cannot be --warm")
     repo = args.repo.resolve()
     stages = args.stages or dag_stages(repo)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    with tempfile.TemporaryDirectory(prefix="stage-times-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="stage-times-") as scratch, ExitStack() as server:
         records = Path(scratch)
         if args.breakdown:
             shim = records / "bin" / "python"
@@ -103,11 +111,18 @@ def main() -> None:
                                         runner=Path(__file__).resolve().parent / "stage_phases.py"))
             shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
             env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
+        if args.warm:
+            start = time.perf_counter()
+            env[SOCKET_VARIABLE] = server.enter_context(warm_server())
+            print(f"warm server: {time.perf_counter() - start:.1f} s to start", flush=True)
+            if args.jsonl:
+                append_result(args.jsonl, {"benchmark": "warm_server", "wall": time.perf_counter() - start})
         rows = []
         for stage in stages:
             started = time.time()
             wall = run_stage(stage, repo, env, records)
-            row = breakdown_row(stage, wall, started, records) if args.breakdown else {"stage": stage, "wall": wall}
+            row = (breakdown_row(stage, wall, started, records) if args.breakdown
+                   else {"stage": stage, "wall": wall, "warm": args.warm})
             rows.append(row)
             print(f"{stage}: {wall:.1f} s" + (f" (fixed {row['fixed']:.1f} s)" if args.breakdown else ""), flush=True)
             if args.jsonl:

@@ -4,6 +4,7 @@
     fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
     fashion-cir serve [--host 127.0.0.1] [--port 8000]              # the web page
     fashion-cir plots [REVISION ...]                                 # every plot, offline: plots/report/
+    fashion-cir warm -- dvc repro                                    # stages share one warm interpreter
 
 REF is a gallery image's name or an image file. Run from the repository (or pass --root): the model is
 models/stage2 and the index is index/, both made by `dvc repro`. Bad input ends with one sentence on stderr and exit
@@ -99,12 +100,25 @@ def parser() -> argparse.ArgumentParser:
     web.add_argument("--port", type=int, default=8000)
     commands.choices["plots"].add_argument(
         "revisions", nargs="*", help="compare these git revisions or experiments (dvc plots diff); none: the workspace")
+    commands.add_parser(
+        "warm", help="run a command (dvc repro, dvc exp run ...) whose stages skip importing torch and open_clip",
+        description="Run COMMAND with one warm interpreter that has imported torch, open_clip, FAISS and pandas; "
+                    "each stage it runs is forked from it instead of starting and importing them itself "
+                    "(pipeline/warm.py). Outputs are the same bytes as without it.",
+    ).add_argument("argv", metavar="command", nargs=argparse.REMAINDER, help="the command, after --")
     return main
+
+
+def warm(args: argparse.Namespace) -> None:
+    from pipeline.warm import run_warm
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    sys.exit(run_warm(command))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    run_stage(lambda: {"search": search, "serve": serve, "plots": plots}[args.command](args))
+    run_stage(lambda: {"search": search, "serve": serve, "plots": plots, "warm": warm}[args.command](args))
 
 
 if __name__ == "__main__":

@@ -27,14 +27,15 @@ def clip_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue: Path, clip_checkpoint: Path):
+def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue: Path, clip_checkpoint: Path,
+                                                 warm_stages: dict):
     dataset = tmp_path / "fashioniq"
     absent = fashioniq_download(tiny_catalogue, dataset, categories=("dress", "toptee"))
     model = {"arch": "fciq-tiny", "pretrained": str(clip_checkpoint), "preprocess": "targetpad",
              "target_ratio": 1.25}
     data = {"source": "fashioniq", "root": str(dataset), "categories": ["dress", "toptee"]}
     root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "data": data, "model": model})
-    result = run(["dvc", "repro"], root)
+    result = run(["dvc", "repro"], root, env=warm_stages)
     assert ran(result.stdout) == ALL_STAGES
 
     metrics = json.loads(Paths(root).eval_metrics.read_text())
@@ -52,13 +53,14 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
     assert json.loads((Paths(root).submissions / "index.json").read_text())["files"] == []
 
 
-def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_path: Path, tiny_catalogue: Path):
+def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_path: Path, tiny_catalogue: Path,
+                                                                         warm_stages: dict):
     annotations = cirr_download(tiny_catalogue, tmp_path / "cirr_dataset")
     # CIRR ships no attribute tags, so the catalog backend writes no captions: stage 2 starts from the base model.
     params = {**TINY_PARAMS, "data": {"source": "cirr", "root": str(annotations)},
               "stage1": {**TINY_PARAMS["stage1"], "epochs": 0}}
     root = tiny_copy(tmp_path / "repo", params)
-    result = run(["dvc", "repro"], root)
+    result = run(["dvc", "repro"], root, env=warm_stages)
     assert ran(result.stdout) == ALL_STAGES
 
     metrics = json.loads(Paths(root).eval_metrics.read_text())

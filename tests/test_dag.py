@@ -40,17 +40,17 @@ def test_second_repro_runs_nothing(tiny_repo: Path):
     assert ran(again.stdout) == set()
 
 
-def test_ablation_reruns_only_downstream_stages(tiny_repo: Path):
+def test_ablation_reruns_only_downstream_stages(tiny_repo: Path, warm_stages: dict):
     # false_negatives=target: the rule other than the default runs through mine and stage 2 too
     result = run(["dvc", "exp", "run", "-S", "negatives.k=2", "-S", "negatives.false_negatives=target"],
-                 tiny_repo)
+                 tiny_repo, env=warm_stages)
     assert ran(result.stdout) == {"mine", "stage2", "evaluate", "index"}
     diff = run(["dvc", "params", "diff", "--json"], tiny_repo).stdout
     change = json.loads(diff)["params.yaml"]["negatives.k"]
     assert (change["old"], change["new"]) == (4, 2)
     metrics = run(["dvc", "metrics", "diff", "--all", "--json"], tiny_repo).stdout
     assert "metrics/eval.json" in json.loads(metrics)
-    evaluation_only = run(["dvc", "exp", "run", "-S", "eval.query=image"], tiny_repo)
+    evaluation_only = run(["dvc", "exp", "run", "-S", "eval.query=image"], tiny_repo, env=warm_stages)
     assert ran(evaluation_only.stdout) == {"evaluate"}
 
 
