@@ -113,7 +113,10 @@ def main() -> None:
             env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
         if args.warm:
             start = time.perf_counter()
-            env[SOCKET_VARIABLE] = server.enter_context(warm_server())
+            address = server.enter_context(warm_server())
+            if address is None:
+                raise SystemExit("--warm: the warm server did not start (its error is above)")
+            env[SOCKET_VARIABLE] = address
             print(f"warm server: {time.perf_counter() - start:.1f} s to start", flush=True)
             if args.jsonl:
                 append_result(args.jsonl, {"benchmark": "warm_server", "wall": time.perf_counter() - start})

@@ -150,14 +150,21 @@ def _exit_as(status: int) -> None:
 
 def serve(address: str) -> None:
     """Import PRELOAD, listen on `address`, and fork for every stage handed over until SIGTERM or the parent ends."""
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"  # an import that asks whether CUDA is there must not start it
     for name in PRELOAD:
         try:
             importlib.import_module(name)
         except ImportError:
             pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        sys.exit("importing the preloaded packages started CUDA, which no forked stage could use")
     gc.freeze()  # the imported objects stay out of every child's garbage collections, so their pages stay shared
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(address)
+    try:
+        listener.bind(address)
+    except OSError as error:  # e.g. a TMPDIR so deep that the path passes the 107 bytes a socket's may have
+        sys.exit(f"the warm server cannot listen on {address}: {error}")
     listener.listen()
     listener.settimeout(1.0)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -279,9 +286,9 @@ def _reopen_standard_streams() -> None:
 # The wrapper: `fashion-cir warm -- COMMAND`.
 
 @contextmanager
-def warm_server() -> Iterator[str]:
-    """A warm server for the duration of the block, stopped after it; yields the address to put in
-    FASHION_CIR_WARM."""
+def warm_server() -> Iterator[str | None]:
+    """A warm server for the duration of the block, stopped after it. Yields the address to put in
+    FASHION_CIR_WARM, or None (with a line on stderr saying why) when the server could not start."""
     directory = tempfile.mkdtemp(prefix="fashion-cir-warm-")
     address = os.path.join(directory, "socket")
     server = subprocess.Popen([sys.executable, "-m", "pipeline.warm", address], stdin=subprocess.DEVNULL,
@@ -289,12 +296,13 @@ def warm_server() -> Iterator[str]:
     try:
         for line in server.stdout:
             if line.strip() == _READY:
+                yield address
                 break
             print(line, end="", file=sys.stderr)
         else:
-            raise PipelineError("the warm server did not start (its error is above); run the command without "
-                                "`fashion-cir warm`.")
-        yield address
+            print(f"fashion-cir warm: the warm server did not start (exit status {server.wait()}, its error is above); "
+                  f"each stage runs in its own interpreter.", file=sys.stderr)
+            yield None
     finally:
         server.terminate()
         server.wait()
@@ -308,7 +316,7 @@ def run_warm(command: list[str]) -> int:
     if shutil.which(command[0]) is None:
         raise PipelineError(f"fashion-cir warm: no command '{command[0]}' found on PATH.")
     with warm_server() as address:
-        child = subprocess.Popen(command, env={**os.environ, SOCKET_VARIABLE: address})
+        child = subprocess.Popen(command, env={**os.environ, SOCKET_VARIABLE: address} if address else None)
         while True:
             try:
                 return child.wait()

@@ -40,6 +40,7 @@ def warm_stages() -> Iterator[dict[str, str]]:
     from pipeline.warm import SOCKET_VARIABLE, warm_server
 
     with warm_server() as address:
+        assert address is not None, "the warm server did not start"
         yield {SOCKET_VARIABLE: address}
 
 

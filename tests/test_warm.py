@@ -56,6 +56,7 @@ def probe_package(root: Path, marker: str) -> Path:
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     with warm_server() as address:
+        assert address is not None, "the warm server did not start"
         yield address
 
 
@@ -117,6 +118,18 @@ def test_without_an_answering_server_the_stage_runs_in_its_own_interpreter(tmp_p
     seen, stderr, status = answer(probe(root, str(tmp_path / "no-such-socket")))
     assert seen["warm"] is False and status == 0
     assert stderr.startswith(f"warm server {tmp_path / 'no-such-socket'} does not answer")
+
+
+def test_a_server_that_cannot_start_leaves_the_command_running_cold(tmp_path: Path):
+    deep = tmp_path / ("d" * 100)  # the socket's path would pass the 107 bytes AF_UNIX allows
+    deep.mkdir()
+    result = subprocess.run([FASHION_CIR, "warm", "--", sys.executable, "-c",
+                             f"import os; print(os.environ.get('{SOCKET_VARIABLE}'))"],
+                            env={**os.environ, "TMPDIR": str(deep)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout == "None\n"
+    assert "the warm server cannot listen on" in result.stderr
+    assert "each stage runs in its own interpreter" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("command, sentence", [([], "fashion-cir warm needs a command to run"),
