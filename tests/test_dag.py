@@ -144,14 +144,14 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
 
 
 @needs_vllm
-def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_llava: Path):
+def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_llava: Path, warm_stages: dict):
     """`caption.backend: vllm` with no URL: the stage starts the real server, captions, stops it; `triplets` does the
     same to word generated triplets (`phrasing: mllm`); the DAG goes on."""
     caption = {"backend": "vllm", "model": str(tiny_llava), "image_size": 64, "max_tokens": 200,
                "serve_command": SERVE_COMMAND, "serve_args": SERVE_ARGS, "max_concurrency": 4, "startup_timeout": 300}
     triplets = {**TINY_PARAMS["triplets"], "phrasing": "mllm"}  # and the same model words generated triplets
     root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "caption": caption, "triplets": triplets})
-    result = run(["dvc", "repro"], root, env=SERVER_ENV)
+    result = run(["dvc", "repro"], root, env={**SERVER_ENV, **warm_stages})  # the stage that starts vLLM forked too
     assert ran(result.stdout) == ALL_STAGES
     made = json.loads((root / "data/triplets/report.json").read_text())
     assert made["train_generated"] > 0 and made["phrased_by_llm"] + made["phrasing_failed"] == made["train_generated"]
