@@ -241,11 +241,11 @@ def targets(results: list[dict], dag: Part, dag_warm: Part, mode: str) -> list[l
                      verdict(r["seconds"] <= 1.0 if size else None)])
     cold = [r for r in results if r["benchmark"] == "stage_times" and not r.get("warm")]
     if cold:
+        total = sum(r["wall"] for r in cold)
         whole = dag.status == "ok" and mode == "full"
         rows.append(["the demo DAG: <= 60 s, at most 5 s per stage beyond its compute (each stage in its own "
-                     "interpreter)", f"{sum(r['wall'] for r in cold):.0f} s over {len(cold)} stages; fixed cost up "
-                     f"to {max(r['fixed'] for r in cold):.1f} s a stage", verdict(sum(r["wall"] for r in cold) <= 60
-                                                                          if whole else None)])
+                     "interpreter)", f"{total:.0f} s over {len(cold)} stages; fixed cost up to "
+                     f"{max(r['fixed'] for r in cold):.1f} s a stage", verdict(total <= 60 if whole else None)])
     warm = [r for r in results if r["benchmark"] == "stage_times" and r.get("warm")]
     if warm:
         started = sum(r["wall"] for r in results if r["benchmark"] == "warm_server")

@@ -117,9 +117,10 @@ def main() -> None:
             if address is None:
                 raise SystemExit("--warm: the warm server did not start (its error is above)")
             env[SOCKET_VARIABLE] = address
-            print(f"warm server: {time.perf_counter() - start:.1f} s to start", flush=True)
+            started = time.perf_counter() - start
+            print(f"warm server: {started:.1f} s to start", flush=True)
             if args.jsonl:
-                append_result(args.jsonl, {"benchmark": "warm_server", "wall": time.perf_counter() - start})
+                append_result(args.jsonl, {"benchmark": "warm_server", "wall": started})
         rows = []
         for stage in stages:
             started = time.time()

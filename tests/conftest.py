@@ -34,9 +34,9 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def warm_stages() -> Iterator[dict[str, str]]:
-    """The environment that hands DAG stages to one warm server for the session (pipeline/warm.py), as `make repro`
-    runs them: for the end-to-end tests that need a DAG's results, not how its stages start (tests/test_warm.py
-    shows the outputs are the same bytes; `tiny_repo` runs each stage in its own interpreter)."""
+    """The environment that hands DAG stages to one warm server for the whole test run (pipeline/warm.py), as
+    `make repro` runs them: for the end-to-end tests that need a DAG's results, not how its stages start
+    (tests/test_warm.py shows the outputs are the same bytes; `tiny_repo` runs each stage in its own interpreter)."""
     from pipeline.warm import SOCKET_VARIABLE, warm_server
 
     with warm_server() as address:

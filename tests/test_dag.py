@@ -15,7 +15,7 @@ from pipeline.config import NegativesParams, Params
 from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.negatives import mine
 from pipeline.paths import Paths
-from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, set_params, tiny_copy
+from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, restore_reference_run, run, set_params, tiny_copy
 from tests.support.vllm_env import SERVE_ARGS, SERVE_COMMAND, SERVER_ENV, needs_vllm
 
 pytestmark = pytest.mark.e2e
@@ -118,8 +118,7 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
     ranks): the same loss curves and weights as the single-process reference run, up to floating-point noise."""
     root = tmp_path / "ddp"
     shutil.copytree(tiny_repo, root, symlinks=True)
-    run(["git", "reset", "-q", "--hard"], root)  # the reference run, whatever experiments other tests ran since
-    run(["dvc", "checkout", "--force"], root)
+    restore_reference_run(root)
     reference = tmp_path / "reference"
     for stage in ("stage1", "stage2"):
         shutil.copytree(root / "models" / stage, reference / "models" / stage)

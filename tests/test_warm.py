@@ -22,7 +22,7 @@ import yaml
 
 from pipeline.warm import SOCKET_VARIABLE, warm_server
 from tests.conftest import REPO
-from tests.support.dag import ALL_STAGES, ran, run
+from tests.support.dag import ALL_STAGES, ran, restore_reference_run, run
 
 PROBE = '''
 import json, os, sys, time
@@ -60,10 +60,10 @@ def server() -> Iterator[str]:
         yield address
 
 
-def probe(cwd: Path, address: str, *arguments: str, **popen) -> subprocess.Popen:
+def probe(cwd: Path, address: str, *arguments: str) -> subprocess.Popen:
     env = {**os.environ, SOCKET_VARIABLE: address, "COLOUR": "red"}
     return subprocess.Popen([sys.executable, "-m", "stages.probe", *arguments], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def answer(process: subprocess.Popen) -> tuple[dict, str, int]:
@@ -150,8 +150,7 @@ def test_the_dag_run_warm_writes_the_same_bytes_as_the_dag_run_cold(tiny_repo: P
     """tiny_repo was reproduced with each stage in its own interpreter and committed; every stage forced again
     through the warm server must write the same bytes. The captioning report is the one output that differs between
     two forced runs anyway: it counts cache hits and times the stage."""
-    run(["git", "reset", "-q", "--hard"], tiny_repo)  # the reference run, whatever experiments other tests left
-    run(["dvc", "checkout", "--force"], tiny_repo)
+    restore_reference_run(tiny_repo)
     committed = output_hashes(run(["git", "show", "HEAD:dvc.lock"], tiny_repo).stdout)
     result = run([FASHION_CIR, "warm", "--", "dvc", "repro", "--force"], tiny_repo)
     assert ran(result.stdout) == ALL_STAGES
@@ -159,5 +158,4 @@ def test_the_dag_run_warm_writes_the_same_bytes_as_the_dag_run_cold(tiny_repo: P
     again = output_hashes((tiny_repo / "dvc.lock").read_text())
     changed = {path for path in committed if again[path] != committed[path]}
     assert changed == {"data/captions/report.json"}
-    run(["git", "reset", "-q", "--hard"], tiny_repo)
-    run(["dvc", "checkout", "--force"], tiny_repo)
+    restore_reference_run(tiny_repo)

@@ -34,6 +34,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | Non
     return result
 
 
+def restore_reference_run(root: Path) -> None:
+    """Put `root`'s workspace back to its last commit, outputs included, whatever experiments ran in it since."""
+    run(["git", "reset", "-q", "--hard"], root)
+    run(["dvc", "checkout", "--force"], root)
+
+
 def ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
