@@ -117,12 +117,20 @@ class ModelParams(_Section):
     """The base model: an open_clip architecture, its weights, and how images are fitted to its input size.
 
     `preprocess: targetpad` is CLIP4Cir's: an image more elongated than `target_ratio` is padded (black) to that
-    ratio before the architecture's own resize and centre crop, so long dresses are not cut off."""
+    ratio before the architecture's own resize and centre crop, so long dresses are not cut off.
+
+    `vision` names an MLLM checkpoint (a Hugging Face id or a local directory: LLaVA, InternVL, BLIP-2) whose vision
+    tower replaces the architecture's own image tower; a projection maps its pooled tokens into the text tower's space
+    (pipeline/models/vision_tower.py). `vision_layer` is the layer whose tokens are pooled (null: the layer the MLLM
+    itself reads), `vision_pooling` how (`mean` of the patch tokens, or the class token `cls`)."""
 
     arch: str = "fciq-tiny"
     pretrained: str = ""
     preprocess: Literal["clip", "targetpad"] = "clip"
     target_ratio: Annotated[float, Field(ge=1.0)] = 1.25
+    vision: str = ""
+    vision_layer: Annotated[int, Field(le=-1)] | None = None
+    vision_pooling: Literal["mean", "cls"] = "mean"
 
 
 class EmbedParams(_Section):
@@ -162,6 +170,16 @@ class TrainParams(_Section):
     weight_decay: Annotated[float, Field(ge=0)] = 0.1
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.1
     temperature: PositiveFloat = 0.05
+
+
+class Stage1Params(TrainParams):
+    """Stage 1's loop. With an MLLM vision tower (`model.vision`) the image side has two parts with their own
+    learning rates: the pretrained tower (`vision_lr`; 0 keeps it frozen, as LLaVA and MiniGPT-4 keep theirs) and the
+    new projection into the text space (`projection_lr`, trained from scratch). `lr` is the text tower's, and the
+    architecture's own image tower's when there is no MLLM tower."""
+
+    vision_lr: Annotated[float, Field(ge=0)] = 0.0
+    projection_lr: PositiveFloat = 1e-3
 
 
 class Stage2Params(TrainParams):
@@ -208,7 +226,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     embed: EmbedParams = EmbedParams()
     negatives: NegativesParams = NegativesParams()
-    stage1: TrainParams = TrainParams()
+    stage1: Stage1Params = Stage1Params()
     stage2: Stage2Params = Stage2Params()
     eval: EvalParams = EvalParams()
     index: IndexParams = IndexParams()

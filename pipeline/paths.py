@@ -80,6 +80,14 @@ class Paths:
         return self.root / f"models/.{stage}.resume"
 
     @property
+    def reports_dir(self) -> Path:
+        """The training stages' time and peak memory (pipeline/training/report.py): not metrics, never deps."""
+        return self.root / "reports"
+
+    def training_report(self, stage: str) -> Path:
+        return self.reports_dir / f"{stage}.json"
+
+    @property
     def stage1_live(self) -> Path:
         """DVCLive's curves of stage 1."""
         return self.root / "dvclive/stage1"

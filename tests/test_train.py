@@ -24,7 +24,7 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     # CIRR with the catalog backend: no attribute tags, so every caption is empty.
     import pandas as pd
 
-    from pipeline.config import Params, TrainParams
+    from pipeline.config import Params, Stage1Params
     from pipeline.errors import PipelineError
     from pipeline.paths import Paths
     from pipeline.runtime import Runtime
@@ -35,9 +35,9 @@ def test_stage1_without_any_caption_stops_with_one_sentence(tmp_path):
     pd.DataFrame({"name": ["a", "b"], "category": ["cirr"] * 2, "split": ["train"] * 2, "path": ["x", "y"],
                   "caption": ["", ""]}).to_parquet(paths.captions)
     with pytest.raises(PipelineError, match="has no train image with a caption.*set stage1.epochs: 0"):
-        train_stage1(Params(stage1=TrainParams(epochs=1)), Runtime(), paths)
+        train_stage1(Params(stage1=Stage1Params(epochs=1)), Runtime(), paths)
     assert not paths.stage1_dir.exists()
-    train_stage1(Params(stage1=TrainParams(epochs=0)), Runtime(), paths)  # no image store needed either
+    train_stage1(Params(stage1=Stage1Params(epochs=0)), Runtime(), paths)  # no image store needed either
     assert (paths.stage1_dir / "model.pt").is_file()  # epochs 0: the base model is the checkpoint
 
 

@@ -1,7 +1,8 @@
 """open_clip models: building the base model, the tokenizer, and self-describing checkpoints.
 
-Every encoder is an open_clip model: any architecture and pretrained tag, a local checkpoint path, or the tiny demo
-architecture registered from this package's `configs/`.
+Every text encoder is an open_clip model's: any architecture and pretrained tag, a local checkpoint path, or the tiny
+demo architecture registered from this package's `configs/`. The image encoder is the same model's image tower, or
+with `model.vision` an MLLM's vision tower in its place (pipeline/models/vision_tower.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pipeline.config import ModelParams
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
 from pipeline.models.preprocessing import Preprocessing
-from pipeline.models.retrieval import RetrievalModel
+from pipeline.models.retrieval import TOWER_PREFIX, RetrievalModel
+from pipeline.models.vision_tower import MLLMVisionTower, load_tower, rebuild_tower, vision_preprocessing
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -74,9 +76,17 @@ def _uses_quick_gelu(clip: nn.Module) -> bool:
 
 
 def create_model(params: ModelParams, seed: int) -> RetrievalModel:
-    """The base model, composing queries by sum until stage 2 chooses its composition."""
+    """The base model, composing queries by sum until stage 2 chooses its composition; with `model.vision`, the
+    MLLM's vision tower (and a new projection, seeded after the CLIP) in place of the architecture's image tower."""
     target_ratio = params.target_ratio if params.preprocess == "targetpad" else None
-    return RetrievalModel(create_clip(params, seed), params.arch, target_ratio=target_ratio)
+    clip = create_clip(params, seed)
+    if params.vision:
+        clip.visual = load_tower(params.vision, params.vision_layer, params.vision_pooling, _embed_dim(params.arch))
+    return RetrievalModel(clip, params.arch, target_ratio=target_ratio)
+
+
+def _embed_dim(arch: str) -> int:
+    return int(open_clip.get_model_config(arch)["embed_dim"])
 
 
 def tokenizer_for(arch: str):
@@ -85,22 +95,29 @@ def tokenizer_for(arch: str):
 
 def input_preprocessing(params: ModelParams) -> Preprocessing:
     """`preprocessing` of the model `params` build, without loading its weights: the architecture's defaults,
-    updated (as open_clip's create_model does) by a pretrained tag's mean, std, interpolation and resize mode."""
+    updated (as open_clip's create_model does) by a pretrained tag's mean, std, interpolation and resize mode; with
+    `model.vision`, the MLLM checkpoint's image-processor config."""
     checked_arch(params.arch)
-    config = dict(open_clip.create_model(params.arch, pretrained=None).visual.preprocess_cfg)
-    tag = open_clip.get_pretrained_cfg(params.arch, params.pretrained) if params.pretrained else {}
-    config.update({k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag})
+    if params.vision:
+        config = vision_preprocessing(params.vision)
+    else:
+        config = dict(open_clip.create_model(params.arch, pretrained=None).visual.preprocess_cfg)
+        tag = open_clip.get_pretrained_cfg(params.arch, params.pretrained) if params.pretrained else {}
+        config.update({k: tag[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag})
     target_ratio = params.target_ratio if params.preprocess == "targetpad" else None
     return json.loads(json.dumps({**config, "target_ratio": target_ratio}))
 
 
 def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
     """A state dict (loadable with weights_only=True) plus what rebuilding the module needs that the weights do
-    not say: architecture, composition, activation (OpenAI weights use QuickGELU) and the preprocessing of the
-    pretrained tag. Checkpoints are self-describing, so later stages need no model params of their own."""
+    not say: architecture, composition, activation (OpenAI weights use QuickGELU), the preprocessing of the
+    pretrained tag, and an MLLM vision tower's description (a frozen one's weights stay in its checkpoint, named by
+    reference and digest). Checkpoints are self-describing, so later stages need no model params of their own."""
     description = {"arch": model.arch, "composition": model.composition,
                    "quick_gelu": _uses_quick_gelu(model.clip), "preprocess": model.clip.visual.preprocess_cfg,
                    "target_ratio": model.target_ratio}
+    if isinstance(model.clip.visual, MLLMVisionTower):
+        description["vision"] = model.clip.visual.checkpoint_description()
     with atomic_path(directory) as tmp:
         tmp.mkdir(parents=True)
         torch.save(model.state_dict(), tmp / "model.pt")
@@ -114,8 +131,13 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         raise PipelineError(f"{path} is missing; run the stage that writes it first (dvc repro).")
     saved = json.loads(description.read_text())
     clip = open_clip.create_model(checked_arch(saved["arch"]), pretrained=None, force_quick_gelu=saved["quick_gelu"])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "vision" in saved:
+        tower = {k.removeprefix(TOWER_PREFIX): v for k, v in state.items() if k.startswith(TOWER_PREFIX)}
+        in_checkpoint = saved["vision"]["weights_in_checkpoint"]
+        clip.visual = rebuild_tower(saved["vision"], _embed_dim(saved["arch"]), tower if in_checkpoint else None)
     preprocess = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()}
     open_clip.set_model_preprocess_cfg(clip, preprocess)
     model = RetrievalModel(clip, saved["arch"], saved["composition"], saved.get("target_ratio"))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     return model.to(device)

@@ -46,12 +46,17 @@ def preprocessing(model: RetrievalModel) -> Preprocessing:
 
 def image_loader(preprocess: Preprocessing) -> transforms.Compose:
     """The architecture's own preprocessing up to (not including) normalisation, producing uint8 tensors, after
-    CLIP4Cir's targetpad when `preprocess` asks for it."""
+    CLIP4Cir's targetpad when `preprocess` asks for it. An MLLM tower's processor may resize the shortest edge to
+    more than the crop (`resize_shortest`), which open_clip's transforms have no form for."""
     size = preprocess["size"]
     full = open_clip.image_transform(size if isinstance(size, int) else tuple(size), is_train=False,
                                      mean=tuple(preprocess["mean"]), std=tuple(preprocess["std"]),
                                      resize_mode=preprocess["resize_mode"], interpolation=preprocess["interpolation"])
     steps = [t for t in full.transforms if not isinstance(t, transforms.Normalize)]
+    if preprocess.get("resize_shortest"):
+        mode = transforms.InterpolationMode(preprocess["interpolation"])
+        steps = [transforms.Resize(preprocess["resize_shortest"], interpolation=mode),
+                 transforms.CenterCrop(size), *steps[2:]]  # open_clip's 'shortest': Resize(size), CenterCrop, ...
     pad = [TargetPad(preprocess["target_ratio"])] if preprocess.get("target_ratio") else []
     return transforms.Compose([*pad, *steps, transforms.Lambda(_to_uint8)])
 

@@ -15,7 +15,9 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from pipeline.models.composition import Combiner, Composition, QueryMode, normalised_sum
+from pipeline.models.vision_tower import MLLMVisionTower
 
+TOWER_PREFIX = "clip.visual.tower."  # an MLLM vision tower's weights in the model's state dict
 TEXT_BUCKET = 8  # trimmed lengths are rounded up to a multiple of this, so compiled text graphs stay few
 TRIMMABLE_POOLING = ("argmax", "eos", "first")  # pooled positions a trim keeps (not `last`, which moves)
 
@@ -52,6 +54,39 @@ class RetrievalModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.mean.device
+
+    def image_encoder(self) -> str:
+        """Which image encoder this is, in words (for reports and logs)."""
+        visual = self.clip.visual
+        if not isinstance(visual, MLLMVisionTower):
+            return f"{self.arch}'s own image tower"
+        described = visual.description
+        return (f"{described['family']} vision tower of {described['reference']} (layer {described['layer']}, "
+                f"{described['pooling']} pooling, {'fine-tuned' if visual.weights_in_checkpoint else 'frozen'})")
+
+    def tower_by_reference(self) -> bool:
+        """Whether the image tower is an MLLM's frozen one, whose weights its checkpoint names rather than holds:
+        the state dict leaves them out (checkpoints, resumable epochs), and loading one does not expect them."""
+        visual = self.clip.visual
+        return isinstance(visual, MLLMVisionTower) and not visual.weights_in_checkpoint
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.tower_by_reference():
+            prefix = kwargs.get("prefix", "") + TOWER_PREFIX
+            for key in [key for key in state if key.startswith(prefix)]:
+                del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if not self.tower_by_reference():
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        missing = [key for key in result.missing_keys if not key.startswith(TOWER_PREFIX)]
+        if strict and (missing or result.unexpected_keys):
+            raise RuntimeError(f"Error(s) in loading state_dict for RetrievalModel: missing keys {missing}, "
+                               f"unexpected keys {result.unexpected_keys}.")
+        return result._replace(missing_keys=missing)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [N, 3, H, W] (as decoded by `image_loader`) -> normalised fp32 features (also under autocast, so

@@ -2,27 +2,32 @@
 
 Images come from the decoded-image store; images without a caption (no attribute known) take no part, since an
 empty caption would teach nothing. Under torchrun each rank encodes its slice of the global batch and the loss is
-computed on the gathered features (pipeline/training/distributed.py)."""
+computed on the gathered features (pipeline/training/distributed.py). With an MLLM's vision tower as the image
+encoder (`model.vision`), this is what aligns it with the text tower: its new projection learns at
+`stage1.projection_lr`, the tower itself at `stage1.vision_lr` (0: frozen)."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.config import Params
+from pipeline.config import Params, Stage1Params
 from pipeline.data.store import ImageStore, StoredPixels
 from pipeline.errors import PipelineError
 from pipeline.features.encode import Pixels
 from pipeline.models.clip import create_model, save_checkpoint, tokenizer_for
 from pipeline.models.preprocessing import preprocessing
 from pipeline.models.retrieval import RetrievalModel
+from pipeline.models.vision_tower import MLLMVisionTower
 from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
-from pipeline.training.loop import BatchLoss, open_live, train
+from pipeline.training.loop import BatchLoss, ParameterGroup, open_live, train
 from pipeline.training.losses import clip_loss
+from pipeline.training.report import measured, write_report
 from pipeline.training.resume import EpochCheckpoint, run_key
 
 
@@ -32,7 +37,17 @@ def run(params: Params, paths: Paths) -> None:
 
 
 def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
-    """Train both towers on the training images' captions for `stage1.epochs`; save the checkpoint."""
+    """Train both towers on the training images' captions for `stage1.epochs`; save the checkpoint and the run's
+    report (time, peak memory)."""
+    with measured(runtime.device) as cost:
+        model, examples = _train(params, runtime, paths)
+    if runtime.world.is_main:
+        report = write_report(paths.training_report("stage1"), cost, stage="stage1", epochs=params.stage1.epochs,
+                              examples=examples, image_encoder=model.image_encoder())
+        print(f"stage1: {report['seconds']} s, peak memory {report['peak_memory_gib']} GiB ({report['peak_memory']})")
+
+
+def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalModel, int]:
     settings = params.stage1
     model = create_model(params.model, params.seed)
     captions = pd.read_parquet(paths.captions)
@@ -41,11 +56,11 @@ def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
         raise PipelineError(f"stage 1 aligns images with their captions, but {paths.captions} has no train image "
                             f"with a caption (the catalog backend found no attribute tags); use an MLLM "
                             f"caption.backend or set stage1.epochs: 0 to start stage 2 from the base model.")
-    trained = trained_parameters(model)  # before DDP, which registers what requires a gradient
+    groups = parameter_groups(model, settings)  # before DDP, which registers what requires a gradient
     encoder = runtime.prepare(model)
     if settings.epochs:
         store = ImageStore.open(paths.image_store)
-        store.check(preprocessing(model), "model.arch / model.pretrained / model.preprocess")
+        store.check(preprocessing(model), "model.arch / model.pretrained / model.preprocess / model.vision")
         captions, rows, _ = store.select(captions)
         pixels: Pixels = StoredPixels(store, rows, runtime.device)
     else:  # the base model is the checkpoint: no step runs, no image is read
@@ -57,22 +72,49 @@ def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
                "precision": params.compute.precision, "processes": runtime.world.size}
     checkpoint = EpochCheckpoint(paths.resume_dir("stage1"), run_key(tracked, [paths.captions, paths.image_store]))
     with open_live(paths.stage1_live) if runtime.world.is_main else contextlib.nullcontext() as live:
-        train([(trained, settings.lr)], batch_loss, len(captions), settings, params.seed, live, [model],
+        train(groups, batch_loss, len(captions), settings, params.seed, live, [model],
               runtime, desc="stage1", checkpoint=checkpoint, stateful={"model": model})
     if runtime.world.is_main:
         save_checkpoint(paths.stage1_dir, model)
         checkpoint.clear()
+    return model, len(captions)
+
+
+def parameter_groups(model: RetrievalModel, settings: Stage1Params) -> list[ParameterGroup]:
+    """What stage 1 trains, each part at its learning rate: both towers at stage1.lr; with an MLLM vision tower,
+    the text tower at stage1.lr, the projection at stage1.projection_lr and the MLLM tower at stage1.vision_lr (0:
+    frozen, and its checkpoint then names it rather than holding it)."""
+    visual = model.clip.visual
+    if not isinstance(visual, MLLMVisionTower):
+        if settings.vision_lr:
+            raise PipelineError(f"stage1.vision_lr = {settings.vision_lr} is the learning rate of an MLLM vision "
+                                f"tower, but model.vision is \"\"; set model.vision, or leave stage1.vision_lr at 0 "
+                                f"(the architecture's own image tower trains at stage1.lr).")
+        return [(trained_parameters(model), settings.lr)]
+    train_tower = settings.vision_lr > 0
+    visual.weights_in_checkpoint = train_tower and settings.epochs > 0
+    image_side = set(map(id, visual.parameters()))
+    text = _marked(((n, p) for n, p in model.named_parameters() if id(p) not in image_side), trained=True)
+    groups = [(text, settings.lr), (_marked(visual.head.named_parameters(), trained=True), settings.projection_lr)]
+    tower = _marked(visual.tower.named_parameters(), trained=train_tower)
+    return groups + [(tower, settings.vision_lr)] if train_tower else groups
 
 
 def trained_parameters(model: RetrievalModel) -> list[torch.nn.Parameter]:
-    """Both towers; the logit scale (and bias) stay fixed, since the loss uses stage1.temperature. They are also
-    marked frozen, as DDP expects a gradient for every parameter that requires one."""
-    trained = []
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(not name.startswith(("clip.logit_", "combiner.")))
+    """Both towers, whole."""
+    return _marked(model.named_parameters(), trained=True)
+
+
+def _marked(named: Iterable[tuple[str, torch.nn.Parameter]], trained: bool) -> list[torch.nn.Parameter]:
+    """The parameters of `named` marked trained (those returned) or frozen. The logit scale (and bias) stay fixed,
+    since the loss uses stage1.temperature, and the combiner is stage 2's. Whatever is not trained is marked
+    frozen, as DDP expects a gradient for every parameter that requires one."""
+    chosen = []
+    for name, parameter in named:
+        parameter.requires_grad_(trained and not name.startswith(("clip.logit_", "combiner.")))
         if parameter.requires_grad:
-            trained.append(parameter)
-    return trained
+            chosen.append(parameter)
+    return chosen
 
 
 def caption_alignment_loss(encoder: torch.nn.Module, pixels: Pixels, tokens: torch.Tensor, caption_id: torch.Tensor,

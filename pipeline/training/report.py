@@ -1,0 +1,65 @@
+"""What a training run cost: wall time and peak memory, written beside the model as the stage's report.
+
+Reports are not DVC metrics: their numbers differ between any two runs, and metrics stay deterministic (the same
+params give the same metrics on CPU). `benchmarks/backbones.py` reads them for its table; a person reads them to size
+a GPU. Peak memory is CUDA memory allocated by torch on a GPU, and the process's peak resident set on the CPU.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from pipeline.io import write_json
+
+
+class Measurement:
+    """Seconds and peak memory since it started, on one device."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def stop(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds = time.perf_counter() - self.started
+
+    def summary(self) -> dict[str, object]:
+        if self.device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(self.device), "CUDA memory allocated by torch"
+            device = torch.cuda.get_device_name(self.device)
+        else:
+            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "peak resident set of the process"
+            device = f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        return {"seconds": round(self.seconds, 1), "peak_memory_gib": round(peak / 2 ** 30, 3),
+                "peak_memory": kind, "device": device,
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node()}
+
+
+@contextmanager
+def measured(device: torch.device) -> Iterator[Measurement]:
+    measurement = Measurement(device)
+    try:
+        yield measurement
+    finally:
+        measurement.stop()
+
+
+def write_report(path: Path, measurement: Measurement, **facts: object) -> dict[str, object]:
+    """The report of one training run: `facts` (what ran, how much) followed by its time and memory."""
+    report = {**facts, **measurement.summary()}
+    write_json(path, report)
+    return report
