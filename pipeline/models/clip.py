@@ -124,7 +124,10 @@ def save_checkpoint(directory: str | Path, model: RetrievalModel) -> None:
         (tmp / "model.json").write_text(json.dumps(description, indent=2) + "\n")
 
 
-def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> RetrievalModel:
+def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu", root: Path = Path(".")
+                    ) -> RetrievalModel:
+    """The model a checkpoint directory describes. `root` is the repository a relative `model.vision` directory
+    is relative to (the stages run there; `fashion-cir --root` may not)."""
     directory = Path(directory)
     path, description = directory / "model.pt", directory / "model.json"
     if not path.is_file() or not description.is_file():
@@ -135,7 +138,8 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
     if "vision" in saved:
         tower = {k.removeprefix(TOWER_PREFIX): v for k, v in state.items() if k.startswith(TOWER_PREFIX)}
         in_checkpoint = saved["vision"]["weights_in_checkpoint"]
-        clip.visual = rebuild_tower(saved["vision"], _embed_dim(saved["arch"]), tower if in_checkpoint else None)
+        clip.visual = rebuild_tower(saved["vision"], _embed_dim(saved["arch"]), tower if in_checkpoint else None,
+                                    root)
     preprocess = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["preprocess"].items()}
     open_clip.set_model_preprocess_cfg(clip, preprocess)
     model = RetrievalModel(clip, saved["arch"], saved["composition"], saved.get("target_ratio"))

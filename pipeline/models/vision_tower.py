@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -145,9 +146,10 @@ def load_tower(reference: str, layer: int | None, pooling: Pooling, embed_dim: i
     return MLLMVisionTower(tower, description, embed_dim)
 
 
-def rebuild_tower(description: dict, embed_dim: int, stored: dict[str, torch.Tensor] | None) -> MLLMVisionTower:
+def rebuild_tower(description: dict, embed_dim: int, stored: dict[str, torch.Tensor] | None,
+                  root: Path = Path(".")) -> MLLMVisionTower:
     """The tower a checkpoint describes: from its own `stored` tensors (a tower stage 1 trained), or read again from
-    its reference and checked against the digest it was trained with."""
+    its reference (a relative directory under `root`) and checked against the digest it was trained with."""
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(**description["config"])
@@ -155,7 +157,9 @@ def rebuild_tower(description: dict, embed_dim: int, stored: dict[str, torch.Ten
     if stored is not None:
         tower = build_tower(config, stored, reference)
     else:
-        files = CheckpointFiles(reference)
+        under_root = root / reference
+        files = CheckpointFiles(str(under_root) if not Path(reference).is_absolute() and under_root.is_dir()
+                                else reference)
         family, _ = read_family(files)
         tensors = read_tower_tensors(files, family, layers_below(config.num_hidden_layers))
         tower = build_tower(config, tensors, reference)

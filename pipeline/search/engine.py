@@ -77,7 +77,8 @@ class SearchEngine:
                                 f"{checkpoint}; run `dvc repro` to rebuild it for this model.")
         gallery = pd.read_parquet(paths.index_dir / "gallery.parquet")
         gallery["path"] = [str(paths.root / path) for path in gallery["path"]]  # stored relative to the repository
-        return cls(load_checkpoint(checkpoint), faiss.read_index(str(index_file)), gallery, description)
+        return cls(load_checkpoint(checkpoint, root=paths.root), faiss.read_index(str(index_file)), gallery,
+                   description)
 
     def reference_pixels(self, image: str | Path | bytes) -> tuple[torch.Tensor, str, str]:
         """uint8 [1, 3, H, W] of the reference, its label, and its caption ("" outside the gallery).
