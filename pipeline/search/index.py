@@ -3,8 +3,9 @@
 
     index/gallery.faiss    the FAISS index (`index.kind`); its row i is row i of gallery.parquet
     index/gallery.parquet  name, category, split, path and caption of each image, one row per image file
-    index/index.json       which model made it (the checkpoint's sha256), the kind and its settings, and whether
-                           query texts end with the reference's caption (triplets.reference_prompt), as in training
+    index/index.json       which model made it (the checkpoint's sha256, its image encoder), the kind and its
+                           settings, and whether query texts end with the reference's caption
+                           (triplets.reference_prompt), as in training
 
 The gallery is every image the image store holds (train and val), since a shop searches its whole catalogue.
 """
@@ -52,7 +53,8 @@ def run(params: Params, paths: Paths) -> dict[str, object]:
     features = stored_image_features(model, store, rows, settings.batch_size, runtime, desc="embed gallery").numpy()
     index = build_index(features, settings.kind, params.seed, settings)
     description = {"model": checkpoint_digest(paths.stage2_dir), "checkpoint": str(paths.stage2_dir),
-                   "arch": model.arch, "images": len(gallery), "dimension": int(features.shape[1]),
+                   "arch": model.arch, "image_encoder": model.image_encoder(), "images": len(gallery),
+                   "dimension": int(features.shape[1]),
                    "reference_prompt": params.triplets.reference_prompt, **settings.model_dump()}
     with atomic_path(paths.index_dir) as tmp:
         tmp.mkdir(parents=True)
