@@ -3,15 +3,17 @@
 # (the DAG, DVC, DVCLive, the benchmarks) that such a box may lack, for CPython 3.12 on x86-64 Linux, one version
 # each, into .whl/ at the repository root (git-ignored through .git/info/exclude, so it travels only when asked).
 #
-#   bash benchmarks/fetch_gpu_wheels.sh          # needs pip and PyPI; about 45 MB
+#   bash benchmarks/fetch_gpu_wheels.sh          # needs pip and PyPI; about 65 MB
 #
 # Left out, as the box has them with PyTorch (gpu_check.sh's report lists what it found): torch and its CUDA
 # libraries, triton, sympy, mpmath, networkx, jinja2, markupsafe, filelock, fsspec, setuptools, numpy, pandas,
-# python-dateutil, six, tzdata, pyarrow, pillow, tqdm, pyyaml, timm, torchvision, huggingface-hub, hf-xet,
-# safetensors. Also left out: hydra-core, omegaconf and antlr4 (DVC imports them for `dvc exp` only; antlr4 has no
-# wheel). The versions are this project's tested ones (its .venv); gpu_check.sh installs a wheel only where the
-# box lacks the package. To redo the list after an upgrade: walk Requires-Dist from open_clip_torch, faiss-cpu,
-# dvc, dvclive, pydantic and ruamel.yaml in the .venv (for Python 3.12 on Linux), minus the packages above.
+# python-dateutil, six, tzdata, pyarrow, pillow, tqdm, pyyaml, timm, torchvision. huggingface-hub, hf-xet and
+# safetensors come with timm, but transformers (model.vision, benchmarks/vision_towers.py) needs newer ones than a
+# box may have, so they are fetched too. Also left out: hydra-core, omegaconf and antlr4 (DVC imports them for
+# `dvc exp` only; antlr4 has no wheel). The versions are this project's tested ones (its .venv); gpu_check.sh
+# installs a wheel only where the box lacks the package (every wheel when an import fails with those the box has).
+# To redo the list after an upgrade: walk Requires-Dist from open_clip_torch, faiss-cpu, dvc, dvclive, pydantic,
+# ruamel.yaml and transformers in the .venv (for Python 3.12 on Linux), minus the packages above.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
@@ -36,6 +38,9 @@ PACKAGES=(
   tomlkit==0.15.2 truststore==0.10.5 typing-extensions==4.16.0 typing-inspection==0.4.5 tzlocal==5.4.5
   urllib3==2.8.0 vine==5.1.0 voluptuous==0.16.0 wcwidth==0.9.4 yarl==1.25.1
   zc-lockfile==4.0
+  # transformers and what it needs beyond the packages above
+  annotated-doc==0.0.7 hf-xet==1.8.0 huggingface-hub==2.4.0 kernels==0.19.1 safetensors==0.8.0
+  shellingham==1.5.4 tokenizers==0.23.3 transformers==5.25.0 typer==0.29.2
 )
 mkdir -p "$REPO/.whl"
 "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -10,6 +10,9 @@ Parts, in the order they run (the most telling first, so a stopped check loses t
     train_step     benchmarks/train_step.py: triplet, stage 1, stage 2 steps at batch 512, plain and fast (eager)
     epoch          benchmarks/epoch.py: an end-to-end triplet epoch over 20,000 JPEGs, plain against the store
     embed          benchmarks/embed.py: gallery embedding of the same 20,000 images
+    vision_towers  benchmarks/vision_towers.py: the MLLM vision towers (LLaVA-1.5's CLIP ViT-L/14-336, InternViT-300M,
+                   MiniGPT-4's EVA ViT-g) at their real sizes, random weights: stage 1 steps at batch 128 with the
+                   tower frozen and fine-tuned, embedding of 1,024 images at batch 512
     dag            benchmarks/stage_times.py --breakdown: the demo DAG stage by stage in a copy of the repository
     dag_warm       benchmarks/stage_times.py --warm: the same stages forked from one warm interpreter, as
                    `fashion-cir warm -- dvc repro` runs them (pipeline/warm.py)
@@ -48,7 +51,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 START = time.time()
 BUDGET = {"full": 290.0, "quick": 150.0, "dry-run": 900.0}
-PACKAGES = ["torch", "torchvision", "open_clip_torch", "faiss-cpu", "numpy", "pandas", "dvc", "dvclive", "pydantic"]
+PACKAGES = ["torch", "torchvision", "open_clip_torch", "faiss-cpu", "numpy", "pandas", "dvc", "dvclive", "pydantic",
+            "transformers"]
 # The dry run's DAG: the stages before `decode` (the first that imports torch) on a catalogue of a few dozen images.
 DRY_PARAMS = {"synthetic": {"families_train": 2, "families_val": 2, "family_size": 2, "distractors_val": 2,
                             "image_size": 32},
@@ -85,6 +89,10 @@ def plan(mode: str, work: Path, jsonl: Path) -> list[Part]:
     step = ["--arch", "fciq-tiny", "--batch-sizes", "8", "--iters", "1", "--warmup", "1"] if dry \
         else ["--batch-sizes", "512", "--iters", "10" if full else "5"]
     epoch = ["--images", images, "--batch-size", "16" if dry else "512", "--step", "triplet", *bench("epoch")]
+    towers = ["--tiny", "--batch-size", "4", "--embed-batch-size", "8", "--images", "16", "--iters", "1",
+              "--warmup", "1"] if dry else \
+        ["--batch-size", "128", "--embed-batch-size", "512", "--images", "1024" if full else "512",
+         "--iters", "4" if full else "2", "--warmup", "2" if full else "1"]
     mine = ["--gallery", "2000", "--queries", "200", "--dim", "64"] if dry else ["--gallery", "200000", "--queries",
                                                                                "20000"]
     compiled = "a compiled part takes about a minute of compiling per step; " + \
@@ -100,6 +108,8 @@ def plan(mode: str, work: Path, jsonl: Path) -> list[Part]:
              ["benchmarks/embed.py", "--images", images, "--batch-size", "32" if dry else "1024", *bench("embed"),
               *out],
              120, 15),
+        Part("vision_towers", "MLLM vision towers (vision_towers.py)",
+             ["benchmarks/vision_towers.py", *towers, *out], 120, 60),
         Part("dag", "The demo DAG stage by stage (stage_times.py --breakdown)",
              ["benchmarks/stage_times.py", "--breakdown", "--repo", str(work / DAG_REPOS["dag"]),
               *(["--stages", *dry_stages()] if dry else []), *out], 240, 50),

@@ -43,7 +43,8 @@ if [ "$PY" != "$REPO/.venv/bin/python" ] && [ -d "$WHEELS" ]; then
   "$PY" "$REPO/benchmarks/install_wheels.py" "$WHEELS" "$SITE" > "$WORK/installed.json" \
     || echo '{"error": "install_wheels.py failed"}' > "$WORK/installed.json"
   export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
-  if ! "$PY" -c "import open_clip, faiss, dvc.api, dvclive, pydantic, ruamel.yaml" 2> "$WORK/import-error.txt"; then
+  if ! "$PY" -c "import open_clip, faiss, dvc.api, dvclive, pydantic, ruamel.yaml, transformers" \
+      2> "$WORK/import-error.txt"; then
     echo "gpu_check: an installed package is too old for the wheels; installing every wheel" >&2
     "$PY" "$REPO/benchmarks/install_wheels.py" "$WHEELS" "$SITE" --all > "$WORK/installed-all.json" || true
   fi

@@ -219,3 +219,23 @@ def test_a_hugging_face_id_fetches_only_the_files_it_needs(checkpoints: dict[str
     with pytest.raises(PipelineError, match=r"model.vision = 'tiny-org/absent' is neither a local directory nor a "
                                             r"Hugging Face model found online or in the local cache"):
         create_model(params("tiny-org/absent"), seed=0)
+
+
+def test_a_tensor_the_tower_uses_missing_from_the_checkpoint_is_one_sentence(checkpoints: dict[str, Path],
+                                                                          tmp_path: Path):
+    """BLIP-2 normalises its tokens with post_layernorm, so a checkpoint without it is incomplete; LLaVA's CLIP uses
+    it only for CLIP's own pooled vector, which is never read here, so it may be absent."""
+    for family, loads in (("blip2", False), ("llava", True)):
+        directory = shutil.copytree(checkpoints[family], tmp_path / family)
+        shard, index = directory / TOWER_SHARD, directory / "model.safetensors.index.json"
+        with safe_open(str(shard), framework="pt") as handle:
+            kept = {name: handle.get_tensor(name) for name in handle.keys() if "post_layernorm" not in name}
+        save_file(kept, str(shard), metadata={"format": "pt"})
+        listed = json.loads(index.read_text())
+        listed["weight_map"] = {n: f for n, f in listed["weight_map"].items() if "post_layernorm" not in n}
+        index.write_text(json.dumps(listed))
+        if loads:
+            create_model(params(directory), seed=0)
+        else:
+            with pytest.raises(PipelineError, match=r"lacks 2 of the vision tower's tensors \(first: post_layernorm"):
+                create_model(params(directory), seed=0)

@@ -100,16 +100,19 @@ def build_tower(config, tensors: dict[str, torch.Tensor], reference: str) -> nn.
     with _quiet_transformers():
         tower, info = tower_class(config).from_pretrained(None, config=config, state_dict=tensors,
                                                           dtype=torch.float32, output_loading_info=True)
-    missing = [key for key in info["missing_keys"] if not key.startswith("post_layernorm.")]
+    tower = drop_unused_head(tower)
+    used = set(tower.state_dict())
+    missing = [key for key in info["missing_keys"] if key in used]
     if missing:
         raise PipelineError(f"model.vision = '{reference}' lacks {len(missing)} of the vision tower's tensors (first: "
                             f"{missing[0]}); the checkpoint is incomplete or not of the family its config names.")
-    return _unused_head_removed(tower)
+    return tower
 
 
-def _unused_head_removed(tower: nn.Module) -> nn.Module:
-    """CLIP's post_layernorm normalises only CLIP's own pooled vector, never the tokens pooled here: without it no
-    parameter is left without a gradient (which DDP refuses)."""
+def drop_unused_head(tower: nn.Module) -> nn.Module:
+    """The tower without what the pooled tokens never pass through: CLIP's post_layernorm normalises only CLIP's own
+    pooled vector (BLIP-2's normalises the tokens, and stays), so no parameter is left without a gradient (which DDP
+    refuses)."""
     from transformers import CLIPVisionConfig
 
     if isinstance(tower.config, CLIPVisionConfig) and hasattr(tower, "post_layernorm"):
