@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,8 @@ from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from pipeline.training.report import cpu_name
 
 
 def device_from_arg(name: str | None) -> torch.device:
@@ -32,25 +33,13 @@ def device_from_arg(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_name() -> str:
-    """The CPU model: `platform.processor()` is often just 'x86_64' on Linux, so /proc/cpuinfo is asked first."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe(device: torch.device) -> str:
     """One line saying what the numbers were measured on and when: a timing without it cannot be compared."""
     date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     if device.type == "cuda":
         return (f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
                 f"{date}")
-    return (f"CPU: {_cpu_name()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
+    return (f"CPU: {cpu_name()}, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads), "
             f"torch {torch.__version__}, {date}")
 
 

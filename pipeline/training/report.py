@@ -43,10 +43,22 @@ class Measurement:
         else:
             scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
             peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "peak resident set of the process"
-            device = f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+            device = f"CPU: {cpu_name()}, {torch.get_num_threads()} threads"
         return {"seconds": round(self.seconds, 1), "peak_memory_gib": round(peak / 2 ** 30, 3),
                 "peak_memory": kind, "device": device,
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node()}
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def cpu_name() -> str:
+    """The CPU's model (`platform.processor()` is often only 'x86_64' on Linux, so /proc/cpuinfo is asked first)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @contextmanager
