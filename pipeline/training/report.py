@@ -11,14 +11,19 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pipeline.io import write_json
+
+if TYPE_CHECKING:
+    from pipeline.models.retrieval import RetrievalModel
+    from pipeline.runtime import Runtime
 
 
 class Measurement:
@@ -70,8 +75,14 @@ def measured(device: torch.device) -> Iterator[Measurement]:
         measurement.stop()
 
 
-def write_report(path: Path, measurement: Measurement, **facts: object) -> dict[str, object]:
-    """The report of one training run: `facts` (what ran, how much) followed by its time and memory."""
-    report = {**facts, **measurement.summary()}
-    write_json(path, report)
-    return report
+def reported(stage: str, epochs: int, path: Path, runtime: Runtime, body: Callable[[], tuple[RetrievalModel, int]]
+             ) -> None:
+    """Run a training stage's `body` (which returns the model it trained and the examples of an epoch), measured;
+    the main process writes the report to `path` and prints its line."""
+    with measured(runtime.device) as cost:
+        model, examples = body()
+    if runtime.world.is_main:
+        report = {"stage": stage, "epochs": epochs, "examples": examples, "image_encoder": model.image_encoder(),
+                  **cost.summary()}
+        write_json(path, report)
+        print(f"{stage}: {report['seconds']} s, peak memory {report['peak_memory_gib']} GiB ({report['peak_memory']})")

@@ -27,7 +27,7 @@ from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
 from pipeline.training.loop import BatchLoss, ParameterGroup, open_live, train
 from pipeline.training.losses import clip_loss
-from pipeline.training.report import measured, write_report
+from pipeline.training.report import reported
 from pipeline.training.resume import EpochCheckpoint, run_key
 
 
@@ -39,12 +39,8 @@ def run(params: Params, paths: Paths) -> None:
 def train_stage1(params: Params, runtime: Runtime, paths: Paths) -> None:
     """Train both towers on the training images' captions for `stage1.epochs`; save the checkpoint and the run's
     report (time, peak memory)."""
-    with measured(runtime.device) as cost:
-        model, examples = _train(params, runtime, paths)
-    if runtime.world.is_main:
-        report = write_report(paths.training_report("stage1"), cost, stage="stage1", epochs=params.stage1.epochs,
-                              examples=examples, image_encoder=model.image_encoder())
-        print(f"stage1: {report['seconds']} s, peak memory {report['peak_memory_gib']} GiB ({report['peak_memory']})")
+    reported("stage1", params.stage1.epochs, paths.training_report("stage1"), runtime,
+             lambda: _train(params, runtime, paths))
 
 
 def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalModel, int]:

@@ -29,7 +29,7 @@ from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
 from pipeline.training.loop import BatchLoss, open_live, train
 from pipeline.training.losses import composed_retrieval_loss
-from pipeline.training.report import measured, write_report
+from pipeline.training.report import reported
 from pipeline.training.resume import EpochCheckpoint, run_key
 from pipeline.triplets.query_text import training_query_texts
 
@@ -150,12 +150,8 @@ def run(params: Params, paths: Paths) -> None:
 def train_stage2(params: Params, runtime: Runtime, paths: Paths) -> None:
     """Train the text tower and the combiner from the stage-1 checkpoint against the static bank; validate each
     epoch by the benchmark's protocol; save the checkpoint and the run's report (time, peak memory)."""
-    with measured(runtime.device) as cost:
-        model, examples = _train(params, runtime, paths)
-    if runtime.world.is_main:
-        report = write_report(paths.training_report("stage2"), cost, stage="stage2", epochs=params.stage2.epochs,
-                              examples=examples, image_encoder=model.image_encoder())
-        print(f"stage2: {report['seconds']} s, peak memory {report['peak_memory_gib']} GiB ({report['peak_memory']})")
+    reported("stage2", params.stage2.epochs, paths.training_report("stage2"), runtime,
+             lambda: _train(params, runtime, paths))
 
 
 def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalModel, int]:
