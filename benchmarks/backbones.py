@@ -10,6 +10,7 @@ so a run never inherits the previous one's settings; only the stages those keys 
 what follows; captions and triplets are shared). The table takes recall from metrics/eval.json and train time and
 peak memory from the training stages' reports (reports/stage1.json, reports/stage2.json), which are not metrics:
 they differ between any two runs. Results are appended to a JSONL file (resumable: finished backbones are skipped).
+DVC tracks `model.vision`'s value, not the checkpoint's files: after a checkpoint changed in place, `--force`.
 
 `--demo` builds, with transformers, a random-weight checkpoint of each family at the size of the demo's own image
 tower (64 px, patch 16, 4 layers of width 128) under datasets/backbones/, in the key layout published checkpoints
@@ -64,8 +65,8 @@ def _value(value: object) -> str:
     return '""' if value == "" else str(value)
 
 
-def run(name: str, settings: dict[str, object]) -> dict:
-    command = ["dvc", "exp", "run"]
+def run(name: str, settings: dict[str, object], force: bool) -> dict:
+    command = ["dvc", "exp", "run", *(["--force"] if force else [])]
     for key, value in settings.items():
         command += ["-S", f"{key}={_value(value)}"]
     print("$", " ".join(command), flush=True)
@@ -104,6 +105,9 @@ def main() -> None:
     parser.add_argument("--demo", action="store_true", help="tiny random towers of each family, from scratch")
     parser.add_argument("--out", type=Path, help="results, appended (default benchmarks/backbones[-demo].jsonl)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs and exit")
+    parser.add_argument("--force", action="store_true",
+                        help="run every stage again: DVC tracks model.vision's value, not the files behind it, so a "
+                             "checkpoint changed in place (or a new revision of a Hugging Face id) needs this")
     args = parser.parse_args()
     out = args.out or REPO / "benchmarks" / f"backbones{'-demo' if args.demo else ''}.jsonl"
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
@@ -115,7 +119,7 @@ def main() -> None:
             settings = preset_settings(name)
             if args.demo:
                 settings.update(demo_settings(name, BACKBONES[name], stage1_lr))
-            result = run(name, settings)
+            result = run(name, settings, args.force)
             done.append(result)
             with out.open("a") as handle:
                 handle.write(json.dumps(result) + "\n")

@@ -56,7 +56,10 @@ def _model(family: str, image_size: int, patch_size: int, hidden: int, layers: i
                                         intermediate_size=64, encoder_hidden_size=hidden)
         opt = tf.OPTConfig(vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
                            word_embed_proj_dim=32)
-        config = tf.Blip2Config(vision_config=tf.Blip2VisionConfig(**tower).to_dict(),
+        # initializer_range: BLIP-2's default (1e-10) assumes pretrained weights are loaded over it; 0.02, as CLIP's
+        # and InternViT's configs have, so that a tower trained from scratch (the demo's comparison) can learn
+        vision = tf.Blip2VisionConfig(**tower, initializer_range=0.02)
+        config = tf.Blip2Config(vision_config=vision.to_dict(),
                                 qformer_config=qformer.to_dict(), text_config=opt.to_dict(), num_query_tokens=4)
         return tf.Blip2ForConditionalGeneration(config)
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
