@@ -62,7 +62,8 @@ def tiny_copy(root: Path, params: dict) -> Path:
     tracked = run(["git", "ls-files"], REPO).stdout.split()
     for name in tracked:
         source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "plots/", "dvclive/")) and name != "dvc.lock":
+        run_output = name.startswith(("metrics/", "plots/", "dvclive/", "reports/")) or name == "dvc.lock"
+        if source.is_file() and not run_output:
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
     set_params(root, params)
