@@ -150,8 +150,8 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
     """What one training step of `kind` trains and its loss over `n` examples, with images from `pixels` (a uint8
     tensor on the device, StoredPixels, or the plain loop's decoded batch), read at the rows `images_of` names:
 
-    triplet  CLIP4Cir's fine-tuning step, the unit of issue 5's table: reference and target images through the
-             image tower, the text through the text tower, sum composition, in-batch InfoNCE (triplets)
+    triplet  CLIP4Cir's fine-tuning step, the unit of the GPU targets (docs/gpu.md): reference and target images
+             through the image tower, the text through the text tower, sum composition, in-batch InfoNCE (triplets)
     stage1   the pipeline's stage 1: image-caption InfoNCE, both towers (image-caption pairs)
     stage2   the pipeline's stage 2: text tower + combiner over static features, 16 mined and 128 static
              negatives (no image is encoded)
