@@ -1,12 +1,16 @@
 """`fashion-cir`: use what the pipeline trained.
 
-    fashion-cir search --image REF --text "is red with long sleeves" [--k 10] [--json]
+    fashion-cir search --image REF --text "is red with long sleeves" [--k 10] [--json]   # composed
+    fashion-cir search --text "a red floral dress"                   # text only
+    fashion-cir search --image REF                                   # image only: more like this
+    fashion-cir search ... --where "colour = red" --where "price <= 40" [--every-category]
     fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
     fashion-cir serve [--host 127.0.0.1] [--port 8000]              # the web page
     fashion-cir plots [REVISION ...]                                 # every plot, offline: plots/report/
     fashion-cir warm -- dvc repro                                    # stages share one warm interpreter
 
-REF is a gallery image's name or an image file. Run from the repository (or pass --root): the model is
+REF is a gallery image's name or an image file; a query with a gallery reference searches its category unless
+--every-category (or a --where on the category). Run from the repository (or pass --root): the model is
 models/stage2 and the index is index/, both made by `dvc repro`. Bad input ends with one sentence on stderr and exit
 status 1; nothing is written.
 """
@@ -34,32 +38,34 @@ def read_queries(path: Path) -> list[tuple[str, str]]:
                  else pd.read_csv(path, dtype=str, keep_default_na=False))
     except Exception as error:  # pandas raises many types for a malformed file
         raise PipelineError(f"--queries {path} could not be read: {str(error).splitlines()[0]}.") from None
-    missing = [c for c in ("image", "text") if c not in table.columns]
-    if missing:
-        raise PipelineError(f"--queries {path} has no column '{missing[0]}'; it needs image and text.")
-    return list(zip(table["image"].fillna("").astype(str), table["text"].fillna("").astype(str), strict=True))
+    if "image" not in table.columns and "text" not in table.columns:
+        raise PipelineError(f"--queries {path} has neither an 'image' nor a 'text' column; it needs one or both.")
+    images = table["image"].fillna("").astype(str) if "image" in table.columns else [""] * len(table)
+    texts = table["text"].fillna("").astype(str) if "text" in table.columns else [""] * len(table)
+    return list(zip(images, texts, strict=True))
 
 
 def search(args: argparse.Namespace) -> None:
     from pipeline.search.engine import SearchEngine
 
-    if (args.queries is None) == (args.image is None):
-        raise PipelineError("give either --image and --text (one query) or --queries FILE (a batch).")
-    if args.image is not None and args.text is None:
-        raise PipelineError("--image needs --text: what should change, e.g. --text \"is red with long sleeves\".")
-    queries = read_queries(args.queries) if args.queries else [(args.image, args.text)]
+    one = args.image is not None or args.text is not None
+    if (args.queries is None) == (not one):
+        raise PipelineError("give --image and/or --text (one query), or --queries FILE (a batch).")
+    queries = read_queries(args.queries) if args.queries else [(args.image or "", args.text or "")]
     engine = SearchEngine.open(Paths(args.root), args.checkpoint)
     answers = []
     for number, (image, text) in enumerate(queries, start=1):
         try:
-            answers.append(engine.search(image, text, args.k))
+            answers.append(engine.search(image or None, text, args.k, args.where, args.every_category))
         except PipelineError as error:
             raise PipelineError(f"{args.queries} query {number}: {error}" if args.queries else str(error)) from None
     if args.json:
         print(json.dumps([asdict(answer) for answer in answers], indent=2))
         return
     for answer in answers:
-        print(f"{answer.reference} + \"{answer.text}\"  ({answer.milliseconds:.0f} ms)")
+        query = " + ".join(part for part in (answer.reference, f"\"{answer.text}\"" if answer.text else "") if part)
+        within = f"  where {' and '.join(answer.filters)}" if answer.filters else ""
+        print(f"{answer.kind}: {query}{within}  ({answer.milliseconds:.0f} ms)")
         for hit in answer.hits:
             print(f"{hit.rank:4d}  {hit.name:<24} {hit.score:7.4f}  {hit.path}")
 
@@ -91,9 +97,14 @@ def parser() -> argparse.ArgumentParser:
                                  help="a stage-2 checkpoint directory (default: <root>/models/stage2)")
     find = commands.choices["search"]
     find.add_argument("--image", help="the reference: a gallery image's name, or an image file")
-    find.add_argument("--text", help="the modification text")
-    find.add_argument("--queries", type=Path, help="a batch: CSV (or JSON lines) with columns image and text")
+    find.add_argument("--text", help="the modification text (with --image), or the whole query (without)")
+    find.add_argument("--queries", type=Path, help="a batch: CSV (or JSON lines) with columns image and/or text")
     find.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    find.add_argument("--where", action="append", default=[], metavar="FILTER",
+                      help="only gallery images where FILTER holds: 'colour = red', 'gender in (women, girls)', "
+                           "'price <= 40' (repeat: all must hold); the columns are the category and a catalogue's")
+    find.add_argument("--every-category", action="store_true",
+                      help="search every category (a query with a gallery reference searches its category)")
     find.add_argument("--json", action="store_true", help="print JSON instead of a table")
     web = commands.choices["serve"]
     web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")

@@ -56,11 +56,31 @@ def test_an_image_file_and_a_batch_of_queries(tiny_repo: Path, reference: str, t
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3
 
 
+def test_text_only_image_only_and_filters(tiny_repo: Path, reference: str):
+    gallery = pd.read_parquet(Paths(tiny_repo).index_dir / "gallery.parquet").set_index("name")
+    category = gallery.at[reference, "category"]
+    (text,) = json.loads(search(tiny_repo, "--text", "a red dress", "--k", "30", "--json").stdout)
+    assert text["kind"] == "text" and text["filters"] == [] and len({h["category"] for h in text["hits"]}) > 1
+    (image,) = json.loads(search(tiny_repo, "--image", reference, "--k", "4", "--json").stdout)
+    assert image["kind"] == "image" and image["filters"] == [f"category = {category}"]
+    assert {h["category"] for h in image["hits"]} == {category} and reference not in [h["name"] for h in image["hits"]]
+    (everywhere,) = json.loads(search(tiny_repo, "--image", reference, "--every-category", "--k", "60",
+                                      "--json").stdout)
+    assert everywhere["filters"] == [] and len({h["category"] for h in everywhere["hits"]}) == 3
+    (shirts,) = json.loads(search(tiny_repo, "--text", "is red", "--where", "category in (shirt)", "--k", "5",
+                                  "--json").stdout)
+    assert {h["category"] for h in shirts["hits"]} == {"shirt"} and shirts["filters"] == ["category in (shirt)"]
+    table = search(tiny_repo, "--image", reference, "--k", "2").stdout.splitlines()
+    assert table[0].startswith(f"image: {reference}  where category = {category}  (")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--image", "no-such-image.jpg", "--text", "is red"], "neither a gallery image name nor an existing file"),
-    (["--image", "{reference}", "--text", "  "], "the modification text is empty"),
+    (["--text", "  "], "the query is empty; give a text"),
+    ([], "give --image and/or --text (one query), or --queries FILE"),
     (["--image", "{reference}", "--text", "is red", "--k", "0"], "k = 0 is not allowed"),
-    (["--image", "{reference}"], "--image needs --text"),
+    (["--text", "is red", "--where", "colour = red"], "names an unknown column 'colour'; the gallery's columns are"),
+    (["--text", "is red", "--where", "colour red"], "is not one this search reads"),
     (["--image", "{broken}", "--text", "is red"], "is not an image Pillow can read"),
 ])
 def test_bad_input_is_one_sentence_and_exit_status_1(tiny_repo: Path, reference: str, tmp_path: Path,

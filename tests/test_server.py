@@ -90,15 +90,17 @@ def test_k_defaults_to_ten(client: TestClient, reference: str):
 
 
 @pytest.mark.parametrize("data, upload, status, message", [
-    ({"reference": "{reference}", "text": "   "}, None, 400, "the modification text is empty"),
-    ({"reference": "{reference}"}, None, 400, "needs a text field"),
+    ({"text": "   "}, None, 400, "the query is empty; give a text"),
+    ({"k": "3"}, None, 400, "the query is empty; give a text"),
     ({"reference": "no-such-image", "text": TEXT}, None, 400, "no gallery image is named"),
     ({"reference": "{image_file}", "text": TEXT}, None, 400, "no gallery image is named"),  # a path is not a name
     ({"reference": "/etc/passwd", "text": TEXT}, None, 400, "no gallery image is named"),
     ({"text": TEXT}, b"not an image", 400, "not an image Pillow can read"),
     ({"text": TEXT}, b"", 400, "not an image Pillow can read"),
-    ({"text": TEXT}, None, 400, "exactly one reference"),
-    ({"reference": "{reference}", "text": TEXT}, b"\x89PNG", 400, "exactly one reference"),
+    ({"reference": "{reference}", "text": TEXT}, b"\x89PNG", 400, "give one reference"),
+    ({"text": TEXT, "where": "colour = red"}, None, 400, "names an unknown column 'colour'"),
+    ({"text": TEXT, "where": "category >= 3"}, None, 400, "compares 'category', which holds text"),
+    ({"text": TEXT, "where": "category"}, None, 400, "is not one this search reads"),
     ({"reference": "{reference}", "text": TEXT, "k": "0"}, None, 400, "k must be a whole number from 1 to 100"),
     ({"reference": "{reference}", "text": TEXT, "k": "101"}, None, 400, "k must be a whole number from 1 to 100"),
     ({"reference": "{reference}", "text": TEXT, "k": "ten"}, None, 400, "k must be a whole number from 1 to 100"),

@@ -133,6 +133,13 @@ class Catalog:
     def images(self, split: str) -> pd.DataFrame:
         return self.products[self.products["split"] == split][IMAGE_COLUMNS].reset_index(drop=True)
 
+    def attributes(self) -> pd.DataFrame:
+        """name plus one column per attribute column of the table, under the table's own names (for search
+        filters: `colour = red`)."""
+        products = self.products  # reading the table decides the attribute columns
+        columns = {f"attribute:{c}": c for c in self.attribute_columns}
+        return products[["name", *columns]].rename(columns=columns).reset_index(drop=True)
+
     def tags(self, split: str) -> dict[str, list[str]]:
         """Named tags ("<attribute>: <value>", "title: <title>") of every image of `split`; empty cells left out."""
         rows = self.products[self.products["split"] == split]

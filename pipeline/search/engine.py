@@ -1,10 +1,19 @@
-"""Composed queries against the gallery index: the trained model and the index loaded once, then a reference image
-(a gallery image by name, an image file, or uploaded bytes) plus a modification text in, the top k out.
+"""Queries against the gallery index: the trained model and the index loaded once, then a query in, the top k out.
 
-The query is formed as in training and evaluation: the reference's image feature composed with the text feature of
-"<modification text>. <reference caption>" when the model was trained with reference prompts (index.json says so);
-an image from outside the gallery has no caption, so its query text is the modification text alone. The reference
-itself is left out of the results (a shop never answers "this one" to "like this but red").
+Three kinds of query, as a shop's search needs them:
+
+    composed  a reference image (a gallery image by name, an image file, or uploaded bytes) plus a modification
+              text, composed as in training and evaluation: the reference's image feature with the text feature of
+              "<modification text>. <reference caption>" when the model was trained with reference prompts
+              (index.json says so); an image from outside the gallery has no caption, so its query text is the
+              modification text alone
+    text      a text alone ("a red floral dress"), its text feature against the gallery's image features
+    image     a reference alone ("more like this"), its image feature against the gallery's
+
+Filters (pipeline/search/filters.py) narrow the gallery inside the nearest-neighbour search. A query with a
+gallery reference searches the reference's category unless told to search every category (as the model was trained
+and evaluated: within a category), or unless a filter names the category itself. The reference itself is left out
+of the results (a shop never answers "this one" to "like this but red").
 """
 
 from __future__ import annotations
@@ -12,13 +21,16 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from pipeline.data.images import open_rgb
 from pipeline.errors import PipelineError
@@ -26,10 +38,13 @@ from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.models.preprocessing import image_loader, preprocessing
 from pipeline.models.retrieval import RetrievalModel
 from pipeline.paths import Paths
-from pipeline.search.index import checkpoint_digest
+from pipeline.search.faiss_index import enable_reconstruction, search_within
+from pipeline.search.filters import Condition, GalleryFilter, parse_where
+from pipeline.search.index import checkpoint_digest, filterable_columns
 from pipeline.triplets.query_text import triplet_query_text
 
 MAX_K = 1000
+MAX_PIXELS = 40_000_000  # an upload or file with more pixels (by its header) is refused before decoding
 
 
 @dataclass(frozen=True)
@@ -41,13 +56,18 @@ class Hit:
     path: str
 
 
+QueryKind = Literal["composed", "text", "image"]
+
+
 @dataclass(frozen=True)
 class Answer:
     """One query's top k, with what the query was made of."""
 
-    reference: str          # the gallery name, or the file it came from ("upload" for bytes)
-    text: str               # the modification text as given
-    query_text: str         # what the text tower read
+    kind: QueryKind
+    reference: str          # the gallery name, or the file it came from ("upload" for bytes); "" for a text query
+    text: str               # the text as given ("" for an image query)
+    query_text: str         # what the text tower read ("" for an image query)
+    filters: list[str] = field(default_factory=list)  # every filter applied, the reference's category included
     hits: list[Hit] = field(default_factory=list)
     milliseconds: float = 0.0
 
@@ -56,10 +76,12 @@ class SearchEngine:
     """The stage-2 model and the gallery index, checked to belong together."""
 
     def __init__(self, model: RetrievalModel, index: faiss.Index, gallery: pd.DataFrame, description: dict):
-        self.model, self.index, self.gallery, self.description = model.eval(), index, gallery, description
+        self.model, self.index, self.gallery, self.description = model.eval(), enable_reconstruction(index), gallery, \
+            description
         self.tokenizer = tokenizer_for(model.arch)
         self.loader = image_loader(preprocessing(model))
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
+        self.filter = GalleryFilter(gallery[filterable_columns(gallery)])
 
     @classmethod
     def open(cls, paths: Paths = Paths(), checkpoint: Path | None = None) -> SearchEngine:
@@ -83,11 +105,10 @@ class SearchEngine:
     def reference_pixels(self, image: str | Path | bytes) -> tuple[torch.Tensor, str, str]:
         """uint8 [1, 3, H, W] of the reference, its label, and its caption ("" outside the gallery).
 
-        A string is a gallery image's name when the gallery has one of that name, else a path to an image file."""
+        A string is a gallery image's name when the gallery has one of that name, else a path to an image file. An
+        image file or upload is refused before decoding when its header declares more than MAX_PIXELS pixels."""
         if isinstance(image, bytes):
-            picture, label, caption = open_rgb(io.BytesIO(image)), "upload", ""
-            if picture is None:
-                raise PipelineError("the uploaded file is not an image Pillow can read (JPEG, PNG, WebP, ...).")
+            picture, label, caption = _readable(io.BytesIO(image), "the uploaded file"), "upload", ""
         elif str(image) in self.row_of:
             row = self.gallery.iloc[self.row_of[str(image)]]
             picture, label, caption = open_rgb(row["path"]), str(image), str(row["caption"])
@@ -97,34 +118,146 @@ class SearchEngine:
             path = Path(image)
             if not path.is_file():
                 raise PipelineError(f"--image '{image}' is neither a gallery image name nor an existing file.")
-            picture, label, caption = open_rgb(path), str(path), ""
-            if picture is None:
-                raise PipelineError(f"{path} is not an image Pillow can read (JPEG, PNG, WebP, ...).")
+            picture, label, caption = _readable(path, str(path)), str(path), ""
         return self.loader(picture)[None], label, caption
 
     def query_text(self, text: str, caption: str) -> str:
         return triplet_query_text(text, "", caption if self.description.get("reference_prompt") else "")
 
+    def conditions(self, where: list[str], label: str, every_category: bool) -> list[Condition]:
+        """The filters asked for, plus the reference's category when the reference is a gallery image, unless
+        `every_category` or a filter on the category says otherwise."""
+        conditions = [parse_where(text) for text in where]
+        if label in self.row_of and not every_category and all(c.column != "category" for c in conditions):
+            conditions.append(Condition("category", "=", (str(self.gallery["category"].iat[self.row_of[label]]),)))
+        return conditions
+
+    def search(self, image: str | Path | bytes | None, text: str | None, k: int = 10, where: list[str] = (),
+               every_category: bool = False) -> Answer:
+        """The k gallery images nearest one query, best first (see search_many)."""
+        answer = self.search_many([Query(image, text or "", k, tuple(where), every_category)])[0]
+        if isinstance(answer, PipelineError):
+            raise answer
+        return answer
+
     @torch.no_grad()
-    def search(self, image: str | Path | bytes, text: str, k: int = 10) -> Answer:
-        """The k gallery images nearest the composed query, best first (the reference left out)."""
-        if not text.strip():
-            raise PipelineError("the modification text is empty; say what should change, e.g. \"is red with long "
-                                "sleeves\".")
-        if not 1 <= k <= MAX_K:
-            raise PipelineError(f"k = {k} is not allowed: use 1 to {MAX_K}.")
+    def search_many(self, queries: list[Query]) -> list[Answer | PipelineError]:
+        """Each query's k nearest gallery images, best first: composed (a reference and a text), text alone, or
+        image alone, within the rows its filters allow (and its reference's category: see the module's docstring).
+        The queries are encoded together, one batch of images and one of texts, which is what lets a server answer
+        concurrent requests faster than one by one. A query that cannot be answered gets its one-sentence error in
+        its place; the others are answered."""
         started = time.perf_counter()
-        pixels, label, caption = self.reference_pixels(image)
-        query_text = self.query_text(text, caption)
-        image_feature = self.model.encode_images(pixels)
-        text_feature = self.model.encode_texts(self.tokenizer([query_text]))
-        query = self.model.compose(image_feature, text_feature).cpu().numpy().astype(np.float32)
-        scores, rows = self.index.search(query, min(k + 1, self.index.ntotal))
+        prepared: list[_Prepared | PipelineError] = []
+        for query in queries:
+            try:
+                prepared.append(self._prepare(query))
+            except PipelineError as error:
+                prepared.append(error)
+        ready = [p for p in prepared if isinstance(p, _Prepared)]
+        if not ready:
+            return list(prepared)  # type: ignore[arg-type]
+        features = self._encode(ready)
+        answers: dict[int, Answer] = {}
+        for positions in _by_filters(ready):
+            k = max(ready[i].query.k for i in positions) + 1  # the reference may come back first
+            scores, rows = search_within(self.index, features[positions], k, ready[positions[0]].allowed)
+            for i, score_row, row_row in zip(positions, scores, rows, strict=True):
+                answers[id(ready[i])] = self._answer(ready[i], score_row, row_row)
+        milliseconds = (time.perf_counter() - started) * 1000  # the batch's: each query waited for all of it
+        return [p if isinstance(p, PipelineError) else replace(answers[id(p)], milliseconds=milliseconds)
+                for p in prepared]
+
+    def _prepare(self, query: Query) -> _Prepared:
+        """A query checked, its reference decoded and its text formed; its filters as the rows they allow."""
+        text = query.text.strip()
+        if query.image is None and not text:
+            raise PipelineError("the query is empty; give a text (\"a red floral dress\"), a reference image, or "
+                                "both (\"is red with long sleeves\" on a reference).")
+        if not 1 <= query.k <= MAX_K:
+            raise PipelineError(f"k = {query.k} is not allowed: use 1 to {MAX_K}.")
+        kind: QueryKind = "text" if query.image is None else ("image" if not text else "composed")
+        pixels, label, caption = self.reference_pixels(query.image) if query.image is not None else (None, "", "")
+        conditions = self.conditions(list(query.where), label, query.every_category)
+        return _Prepared(query, kind, pixels, label, self.query_text(text, caption) if kind == "composed" else text,
+                         conditions, self.filter.allowed(conditions))
+
+    def _encode(self, ready: list[_Prepared]) -> np.ndarray:
+        """[len(ready), D] query features: the images in one batch, the texts in another, then composed."""
+        with_image = [i for i, p in enumerate(ready) if p.pixels is not None]
+        with_text = [i for i, p in enumerate(ready) if p.query_text]
+        images = self.model.encode_images(torch.cat([ready[i].pixels for i in with_image])) if with_image else None
+        texts = self.model.encode_texts(self.tokenizer([ready[i].query_text for i in with_text])) \
+            if with_text else None
+        features = torch.empty(len(ready), self.model.embed_dim)
+        image_of = {i: row for row, i in enumerate(with_image)}
+        text_of = {i: row for row, i in enumerate(with_text)}
+        for i, p in enumerate(ready):
+            if p.kind == "composed":
+                features[i] = self.model.compose(images[image_of[i]][None], texts[text_of[i]][None])[0]
+            else:
+                features[i] = texts[text_of[i]] if p.kind == "text" else images[image_of[i]]
+        return features.numpy().astype(np.float32)
+
+    def _answer(self, p: _Prepared, scores: np.ndarray, rows: np.ndarray) -> Answer:
         hits = []
-        for score, row in zip(scores[0], rows[0], strict=True):
-            if row < 0 or self.gallery["name"].iat[row] == label or len(hits) == k:
+        for score, row in zip(scores, rows, strict=True):
+            if row < 0 or self.gallery["name"].iat[row] == p.label or len(hits) == p.query.k:
                 continue
             entry = self.gallery.iloc[row]
             hits.append(Hit(len(hits) + 1, str(entry["name"]), str(entry["category"]), float(score),
                             str(entry["path"])))
-        return Answer(label, text, query_text, hits, (time.perf_counter() - started) * 1000)
+        return Answer(p.kind, p.label, p.query.text.strip(), p.query_text, [str(c) for c in p.conditions], hits)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query as asked: a reference (a gallery name, an image file, uploaded bytes) and/or a text."""
+
+    image: str | Path | bytes | None = None
+    text: str = ""
+    k: int = 10
+    where: tuple[str, ...] = ()
+    every_category: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    query: Query
+    kind: QueryKind
+    pixels: torch.Tensor | None
+    label: str
+    query_text: str
+    conditions: list[Condition]
+    allowed: np.ndarray | None
+
+
+def _by_filters(ready: list[_Prepared]) -> list[list[int]]:
+    """The positions of the queries grouped by the filters they search within (one search call per group)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(ready):
+        groups.setdefault(tuple(sorted(map(str, p.conditions))), []).append(i)
+    return list(groups.values())
+
+
+def _readable(source: io.BytesIO | Path, what: str) -> Image.Image:
+    """The image of an upload or a file, its size read from its header and refused above MAX_PIXELS before any
+    pixel is decoded (a small PNG can declare a huge canvas)."""
+    limit = f"more than the {MAX_PIXELS // 1_000_000} million pixels this search decodes; send a smaller image"
+    try:
+        with warnings.catch_warnings():  # the size is judged here, not by Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours: refused by the header as well
+        raise PipelineError(f"{what} has {limit}.") from None
+    except (OSError, ValueError):
+        raise PipelineError(f"{what} is not an image Pillow can read (JPEG, PNG, WebP, ...).") from None
+    if width * height > MAX_PIXELS:
+        raise PipelineError(f"{what} is {width} x {height} pixels, {limit}.")
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    picture = open_rgb(source)
+    if picture is None:
+        raise PipelineError(f"{what} is not an image Pillow can read (JPEG, PNG, WebP, ...).")
+    return picture

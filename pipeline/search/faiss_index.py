@@ -73,3 +73,66 @@ def _ivfpq(features: np.ndarray, settings: IndexParams, seed: int) -> faiss.Inde
     refined = faiss.IndexRefineFlat(ivf)
     refined.k_factor = settings.refine
     return refined
+
+
+EXACT_LIMIT = 20_000  # a filter allowing at most this many rows is searched exactly over them (a few ms per query)
+
+
+def search_within(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of the k nearest gallery rows of each query among the `allowed` rows (a boolean mask; None:
+    all), the filter applied inside the search, never after it: FAISS's ID selector within the index's own search,
+    and an exact scan of the allowed rows' vectors for a filter that allows few rows and for any query the index
+    found fewer than k of them for (an approximate index may miss rare matches). So k rows come back whenever k
+    rows are allowed. Missing places hold row -1."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if allowed is None:
+        return index.search(queries, min(k, index.ntotal))
+    rows = np.flatnonzero(allowed).astype(np.int64)
+    k = min(k, index.ntotal)
+    if len(rows) <= EXACT_LIMIT:
+        return _exact(index, queries, k, rows)
+    selector = faiss.IDSelectorBatch(rows)  # held here for as long as the search runs
+    scores, found = index.search(queries, k, params=_selecting(index, selector))
+    short = (found >= 0).sum(axis=1) < min(k, len(rows))
+    if short.any():
+        scores[short], found[short] = _exact(index, queries[short], k, rows)
+    return scores, found
+
+
+def _exact(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inner products with the `rows`' own vectors (reconstructed from the index), best k first."""
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if not len(rows):
+        return scores, found
+    vectors = index.reconstruct_batch(rows)
+    products = queries @ vectors.T
+    take = min(k, len(rows))
+    best = np.argsort(-products, axis=1, kind="stable")[:, :take]
+    scores[:, :take] = np.take_along_axis(products, best, axis=1)
+    found[:, :take] = rows[best]
+    return scores, found
+
+
+def _selecting(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters that restrict `index`'s search to `selector`, keeping the index's own search settings
+    (nprobe, efSearch, the refine factor), which a parameters object would otherwise reset to FAISS's defaults."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexRefine):
+        return faiss.IndexRefineSearchParameters(k_factor=index.k_factor,
+                                                 base_index_params=_selecting(index.base_index, selector))
+    if isinstance(index, faiss.IndexIVF):
+        return faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    if isinstance(index, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
+
+
+def enable_reconstruction(index: faiss.Index) -> faiss.Index:
+    """`index` able to give back its vectors by row, as the exact scan of search_within needs: an IVF index only
+    with its direct map (a refined one gives them from its exact copy)."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexIVF):
+        inner.make_direct_map()
+    return index

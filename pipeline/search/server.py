@@ -1,33 +1,38 @@
 """`fashion-cir serve`: a small web app over the trained model, for a person to try queries and to see where the
-model fails.
+model fails, and a typed JSON API for a shop's backend (its OpenAPI schema at /openapi.json).
 
-One static page (static/index.html, app.js, style.css; no CDN, works offline) calls a JSON API:
+One static page (static/index.html, app.js, style.css; no CDN, works offline) calls the JSON API:
 
     GET  /                    the page: Search | Validation queries | (a slot for training plots)
-    POST /api/search          multipart form: text, k (1..100, default 10), and reference (a gallery name) or image
+    POST /api/search          a query: JSON (SearchRequest) or a multipart form with the same fields plus an upload
+                              `image`; composed (reference + text), text only, or image only; filters in `where`
+    GET  /api/filters         what can be filtered on: the category and a catalogue's columns, with their values
     GET  /api/gallery         the gallery, filtered (category, q: a substring of name or caption) and paged
     GET  /api/queries         the val queries as `evaluate` ranked them (Paths.val_rankings), failures first
     GET  /images/{name}       a gallery image's file, looked up by name only (never a path built from the request)
     GET  /training/           the training plots, offline (`fashion-cir plots`, rendered when the server starts)
-    GET  /health              liveness, gallery size, whether rankings exist
+    GET  /health              liveness, gallery size, whether rankings exist, how many queries were batched
+    GET  /openapi.json        the API's schema
 
-A bad request gets a 4xx answer with {"error": "<one sentence>"} and the server carries on. Uploads stop with 413
-as soon as the body passes MAX_UPLOAD_BYTES, without reading the rest.
+Concurrent searches are answered together in batches (pipeline/search/batching.py). A bad request gets a 4xx answer
+with {"error": "<one sentence>"} and the server carries on. Uploads stop with 413 as soon as the body passes
+MAX_UPLOAD_BYTES, without reading the rest; an image whose header declares more than MAX_PIXELS pixels is refused
+before it is decoded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
-import threading
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
+from fastapi import Query as QueryParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from starlette.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.types import Message, Receive
@@ -35,7 +40,8 @@ from starlette.types import Message, Receive
 from pipeline.errors import PipelineError
 from pipeline.evaluation.plots import render_plots
 from pipeline.paths import Paths
-from pipeline.search.engine import SearchEngine
+from pipeline.search.batching import QueryBatcher
+from pipeline.search.engine import MAX_PIXELS, Answer, Query, SearchEngine
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024   # multipart boundaries, headers and the text fields around the image
@@ -94,6 +100,106 @@ async def read_form(request: Request) -> FormData:
     return await capped.form(max_files=1, max_fields=8)
 
 
+SCORE = ("cosine similarity of the query's feature and the image's (both of unit length), from -1 to 1, higher is "
+         "closer. It ranks the images of one query; it is not a probability, and a threshold does not mean the "
+         "same across models, query kinds (composed, text, image) or categories.")
+
+
+class SearchRequest(BaseModel):
+    """A query: `reference` and `text` (composed), `text` alone, or `reference` alone (with the multipart form, an
+    uploaded `image` can stand for `reference`)."""
+
+    text: str = Field("", max_length=1000, description="the modification text (with a reference), or the whole query")
+    reference: str = Field("", max_length=500, description="a gallery image's name")
+    k: int = Field(TOP, ge=1, le=MAX_K, description="how many results")
+    where: list[str] = Field([], max_length=16, description="filters that must all hold: 'colour = red', "
+                                                            "'gender in (women, girls)', 'price <= 40'")
+    every_category: bool = Field(False, description="search every category; by default a query with a gallery "
+                                                    "reference searches the reference's category")
+
+
+class SearchForm(SearchRequest):
+    """The multipart form: SearchRequest's fields (`where` repeated) and an optional upload."""
+
+    image: bytes | None = Field(None, json_schema_extra={"format": "binary"},
+                                description=f"an image file to use as the reference (at most "
+                                            f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB and "
+                                            f"{MAX_PIXELS // 1_000_000} million pixels)")
+
+
+class SearchHit(BaseModel):
+    rank: int
+    name: str
+    category: str
+    score: float = Field(description=SCORE)
+
+
+class SearchAnswer(BaseModel):
+    kind: Literal["composed", "text", "image"]
+    reference: str = Field(description="the gallery name, or 'upload'; '' for a text query")
+    text: str
+    query_text: str = Field(description="what the text tower read (the text, after the reference's caption where "
+                                        "the model was trained so)")
+    filters: list[str] = Field(description="every filter applied, the reference's category included")
+    k: int
+    milliseconds: float = Field(description="time to answer the batch this query was answered in")
+    hits: list[SearchHit]
+
+    @classmethod
+    def of(cls, answer: Answer, k: int) -> SearchAnswer:
+        hits = [SearchHit(rank=h.rank, name=h.name, category=h.category, score=h.score) for h in answer.hits]
+        return cls(kind=answer.kind, reference=answer.reference, text=answer.text, query_text=answer.query_text,
+                   filters=answer.filters, k=k, milliseconds=round(answer.milliseconds, 1), hits=hits)
+
+
+class ErrorAnswer(BaseModel):
+    error: str = Field(description="one sentence saying what was wrong with the request")
+
+
+ERRORS = {status: {"model": ErrorAnswer} for status in (400, 413)}
+TRUE = {"true", "1", "on", "yes"}
+
+
+def search_body_schema() -> dict[str, Any]:
+    """The request body's schema for OpenAPI: JSON or the multipart form (the endpoint parses it itself, to cap an
+    upload's size while reading it)."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": SearchRequest.model_json_schema()},
+        "multipart/form-data": {"schema": SearchForm.model_json_schema()}}}}
+
+
+async def read_query(request: Request, engine: SearchEngine) -> Query:
+    """The query of a JSON body or of a multipart form (whose upload, if any, is the reference)."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            asked = SearchRequest.model_validate_json(await request.body())
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ApiError(400, sentence(f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}")) from None
+        return Query(gallery_reference(asked.reference, engine), asked.text, asked.k, tuple(asked.where),
+                     asked.every_category)
+    form = await read_form(request)
+    try:
+        fields = {key: form.get(key) for key in ("text", "reference", "k", "every_category")}
+        if any(not isinstance(v, str) for v in fields.values() if v is not None):
+            raise ApiError(400, "text, reference, k and every_category are text fields, not files.")
+        where = [w for w in form.getlist("where") if isinstance(w, str) and w.strip()]
+        try:
+            asked = SearchRequest(text=fields["text"] or "", reference=fields["reference"] or "",
+                                  k=parse_k(fields["k"]), where=where,
+                                  every_category=(fields["every_category"] or "").lower() in TRUE)
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise ApiError(400, sentence(f"{first['loc'][0]}: {first['msg']}")) from None
+        image = await uploaded(form)
+    finally:
+        await form.close()  # an upload's spooled temporary file
+    if image is not None and asked.reference:
+        raise ApiError(400, "give one reference: a gallery image's name (reference) or a file (image), not both.")
+    reference = image if image is not None else gallery_reference(asked.reference, engine)
+    return Query(reference, asked.text, asked.k, tuple(asked.where), asked.every_category)
+
+
 def parse_k(value: Any) -> int:
     """k from the form: a whole number in 1..MAX_K, 10 when absent."""
     if value in (None, ""):
@@ -103,21 +209,23 @@ def parse_k(value: Any) -> int:
     return int(value)
 
 
-async def query_image(form: FormData, engine: SearchEngine) -> str | bytes:
-    """The reference: a known gallery name, or the uploaded file's bytes; never a path the client chose."""
-    reference = form.get("reference")
+async def uploaded(form: FormData) -> bytes | None:
+    """The uploaded file's bytes, None without one."""
     upload = form.get("image")
-    has_upload = isinstance(upload, UploadFile) and bool(upload.filename or upload.size)
-    has_reference = isinstance(reference, str) and bool(reference)
-    if has_upload == has_reference:
-        raise ApiError(400, "give exactly one reference: a gallery image's name (reference) or a file (image).")
-    if has_upload:
-        if (upload.size or 0) > MAX_UPLOAD_BYTES:  # the body cap above allows for the form around the file
-            raise too_large()
-        return await upload.read()
-    if reference not in engine.row_of:
-        raise ApiError(400, f"no gallery image is named {reference[:80]!r}.")
-    return reference
+    if not (isinstance(upload, UploadFile) and bool(upload.filename or upload.size)):
+        return None
+    if (upload.size or 0) > MAX_UPLOAD_BYTES:  # the body cap above allows for the form around the file
+        raise too_large()
+    return await upload.read()
+
+
+def gallery_reference(name: str, engine: SearchEngine) -> str | None:
+    """A reference by name: a known gallery image, never a path the client chose; None for no reference."""
+    if not name:
+        return None
+    if name not in engine.row_of:
+        raise ApiError(400, f"no gallery image is named {name[:80]!r}.")
+    return name
 
 
 class Rankings:
@@ -179,17 +287,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
     """The app over an opened engine; tests build it directly, `serve` runs it under uvicorn."""
-    app = FastAPI(title="fashion-cir", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="fashion-cir", description=__doc__.split("\n\n")[0], docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    rankings, lock = Rankings(paths.val_rankings), threading.Lock()
+    rankings, batcher = Rankings(paths.val_rankings), QueryBatcher(engine)
     categories = sorted(engine.gallery["category"].unique().tolist())
-
-    def locked_search(image: str | bytes, text: str, k: int) -> dict[str, Any]:
-        with lock:  # one query at a time: the model is shared and the CPU is busy anyway
-            answer = engine.search(image, text, k)
-        hits = [{key: value for key, value in asdict(hit).items() if key != "path"} for hit in answer.hits]
-        return {"reference": answer.reference, "text": answer.text, "query_text": answer.query_text, "k": k,
-                "milliseconds": round(answer.milliseconds, 1), "hits": hits}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -204,23 +305,33 @@ def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "images": len(engine.gallery), "rankings": paths.val_rankings.is_file(),
-                "max_upload_bytes": MAX_UPLOAD_BYTES}
+                "max_upload_bytes": MAX_UPLOAD_BYTES, "max_pixels": MAX_PIXELS,
+                "batches": {"answered": batcher.batches, "queries": batcher.queries, "largest": batcher.largest}}
 
-    @app.post("/api/search")
-    async def search(request: Request) -> dict[str, Any]:
-        form = await read_form(request)
-        try:
-            k, text = parse_k(form.get("k")), form.get("text")
-            if not isinstance(text, str):
-                raise ApiError(400, "the form needs a text field: what should change, e.g. \"is red\".")
-            image = await query_image(form, engine)
-        finally:
-            await form.close()  # an upload's spooled temporary file
-        return await run_in_threadpool(locked_search, image, text, k)
+    @app.post("/api/search", response_model=SearchAnswer, responses=ERRORS, openapi_extra=search_body_schema())
+    async def search(request: Request) -> SearchAnswer:
+        """The k gallery images nearest a query (composed, text only or image only), within its filters."""
+        query = await read_query(request, engine)
+        answer = await asyncio.wrap_future(batcher.submit(query))
+        return SearchAnswer.of(answer, query.k)
+
+    @app.get("/api/filters")
+    def filters() -> dict[str, Any]:
+        """The columns a search can filter on, with their values (text) or range (numbers)."""
+        columns = {}
+        for column in engine.filter.columns:
+            if column in engine.filter.numeric:
+                values = engine.filter.numeric[column].dropna()
+                columns[column] = {"kind": "number", "min": float(values.min()), "max": float(values.max())}
+            else:
+                counts = engine.filter.table[column].astype(str).str.strip()
+                counts = counts[counts != ""].value_counts()
+                columns[column] = {"kind": "text", "values": counts.index[:200].tolist()}
+        return {"columns": columns}
 
     @app.get("/api/gallery")
-    def gallery(category: str = "", q: str = "", offset: Annotated[int, Query(ge=0)] = 0,
-                limit: Annotated[int, Query(ge=1, le=200)] = 48) -> dict[str, Any]:
+    def gallery(category: str = "", q: str = "", offset: Annotated[int, QueryParameter(ge=0)] = 0,
+                limit: Annotated[int, QueryParameter(ge=1, le=200)] = 48) -> dict[str, Any]:
         if category and category not in categories:
             raise ApiError(400, f"unknown category {category[:40]!r}; the gallery has {', '.join(categories)}.")
         table = engine.gallery
@@ -235,8 +346,8 @@ def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
                 "items": page[["name", "category", "split", "caption"]].to_dict("records")}
 
     @app.get("/api/queries")
-    def queries(category: str = "", offset: Annotated[int, Query(ge=0)] = 0,
-                limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+    def queries(category: str = "", offset: Annotated[int, QueryParameter(ge=0)] = 0,
+                limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20) -> dict[str, Any]:
         table = rankings.load()
         if table is None:
             return {"available": False, "message": f"There are no validation rankings yet ({paths.val_rankings} "

@@ -1,10 +1,13 @@
-// fashion-cir's page: a gallery picker and composed search, and the validation queries, over the JSON API.
+// fashion-cir's page: a gallery picker and search (composed, text only, image only; scope and filters), and the
+// validation queries, over the JSON API.
 "use strict";
 
 const GALLERY_PAGE = 24;
 const QUERIES_PAGE = 10;
 const state = {
   reference: null,  // {name} for a gallery image, {file, url} for an upload
+  filters: [],      // "column op value" strings, sent as `where`
+  columns: {},      // what /api/filters says can be filtered on
   maxUpload: 8 * 1024 * 1024,
   gallery: {offset: 0, total: 0},
   queries: {offset: 0, total: 0},
@@ -92,12 +95,15 @@ function chooseReference(reference) {
   if (state.reference && state.reference.url) URL.revokeObjectURL(state.reference.url);
   state.reference = reference;
   const preview = $("#ref-preview");
-  preview.classList.add("chosen");
-  preview.replaceChildren(el("img", {src: reference.url || imageUrl(reference.name), alt: "reference"}));
-  $("#ref-label").textContent = reference.name || `upload: ${reference.file.name}`;
-  $("#ref-label").title = reference.caption || "";
+  preview.classList.toggle("chosen", Boolean(reference));
+  preview.replaceChildren(reference ? el("img", {src: reference.url || imageUrl(reference.name), alt: "reference"})
+                                    : el("span", {}, "no reference"));
+  $("#ref-label").textContent = reference ? reference.name || `upload: ${reference.file.name}`
+                                          : "Pick one from the gallery, or upload an image.";
+  $("#ref-label").title = reference ? reference.caption || "" : "";
+  $("#clear-reference").hidden = !reference;
   for (const card of document.querySelectorAll("#gallery .thumb")) {
-    card.classList.toggle("selected", card.dataset.name === reference.name);
+    card.classList.toggle("selected", Boolean(reference) && card.dataset.name === reference.name);
   }
   $("#text").focus();
 }
@@ -122,16 +128,54 @@ function showStatus(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+// ---- filters ------------------------------------------------------------------------------------------------
+async function loadFilters() {
+  const answer = await api("/api/filters").catch(() => null);
+  if (!answer) return;
+  state.columns = answer.columns;
+  const select = $("#filter-column");
+  select.replaceChildren(...Object.keys(answer.columns).map((column) => el("option", {value: column}, column)));
+  const categories = (answer.columns.category || {}).values || [];
+  $("#scope").append(...categories.map((category) => el("option", {value: category}, `only ${category}`)));
+  describeColumn();
+}
+
+function describeColumn() {
+  const column = state.columns[$("#filter-column").value] || {};
+  const values = column.kind === "text" ? column.values : [];
+  $("#filter-values").replaceChildren(...values.map((value) => el("option", {value})));
+  $("#filter-value").placeholder = column.kind === "number" ? `${column.min} to ${column.max}` : "value";
+}
+
+function addFilter() {
+  const value = $("#filter-value").value.trim();
+  if (!value) return showStatus("Type a value for the filter, e.g. red.", true);
+  state.filters.push(`${$("#filter-column").value} ${$("#filter-op").value} ${value}`);
+  $("#filter-value").value = "";
+  drawFilters();
+}
+
+function drawFilters() {
+  $("#filters").replaceChildren(...state.filters.map((filter, i) => el("span", {className: "chip"}, [
+    filter, el("button", {type: "button", title: "remove", ariaLabel: `remove ${filter}`,
+                          onclick: () => { state.filters.splice(i, 1); drawFilters(); }}, "\u00d7")])));
+}
+
 async function search(event) {
   event.preventDefault();
   const text = $("#text").value.trim();
-  if (!state.reference) return showStatus("Pick a reference image from the gallery, or upload one.", true);
-  if (!text) return showStatus("Type what should change, e.g. \u201cis red with long sleeves\u201d.", true);
+  if (!state.reference && !text) {
+    return showStatus("Type a query (\u201ca red floral dress\u201d), pick a reference, or both.", true);
+  }
   const form = new FormData();
   form.append("text", text);
   form.append("k", $("#k").value);
-  if (state.reference.file) form.append("image", state.reference.file);
-  else form.append("reference", state.reference.name);
+  if (state.reference && state.reference.file) form.append("image", state.reference.file);
+  else if (state.reference) form.append("reference", state.reference.name);
+  const scope = $("#scope").value;
+  if (scope === "*") form.append("every_category", "true");
+  else if (scope) form.append("where", `category = ${scope}`);
+  for (const filter of state.filters) form.append("where", filter);
   $("#submit").disabled = true;
   showStatus("Searching…");
   try {
@@ -145,18 +189,23 @@ async function search(event) {
 }
 
 function drawResults(answer) {
-  const reference = state.reference;
-  const info = $("#query-info");
-  info.replaceChildren(
-    el("div", {}, [el("b", {}, `${answer.hits.length} results`), ` in ${answer.milliseconds.toFixed(0)} ms for `,
-                   el("b", {}, reference.name || "the uploaded image"), " + \u201c", answer.text, "\u201d"]),
-    el("div", {}, ["The model read: ", el("code", {id: "query-text"}, answer.query_text)]));
-  const referenceCard = thumb(reference.name || "upload", reference.url || imageUrl(reference.name),
-                              [{text: "reference", className: "rank"}], {className: "reference-card"});
+  const reference = answer.kind === "text" ? null : state.reference;
+  const asked = [];
+  if (reference) asked.push(el("b", {}, reference.name || "the uploaded image"));
+  if (reference && answer.text) asked.push(" + ");
+  if (answer.text) asked.push(`\u201c${answer.text}\u201d`);
+  const within = answer.filters.length ? ` within ${answer.filters.join(" and ")}` : " in every category";
+  $("#query-info").replaceChildren(
+    el("div", {}, [el("b", {}, `${answer.hits.length} results`), ` in ${answer.milliseconds.toFixed(0)} ms, `,
+                   el("span", {id: "query-kind"}, `${answer.kind} query`), ": ", ...asked,
+                   el("span", {id: "query-filters"}, within)]),
+    answer.query_text ? el("div", {}, ["The model read: ", el("code", {id: "query-text"}, answer.query_text)]) : "");
+  const cards = reference ? [thumb(reference.name || "upload", reference.url || imageUrl(reference.name),
+                                   [{text: "reference", className: "rank"}], {className: "reference-card"})] : [];
   const hits = answer.hits.map((hit) => thumb(hit.name, imageUrl(hit.name), [
     {text: `#${hit.rank}`, className: "rank"}, {text: hit.category}, {text: hit.score.toFixed(3)}],
     {className: "hit", title: `score ${hit.score}`}));
-  $("#results").replaceChildren(referenceCard, ...hits);
+  $("#results").replaceChildren(...cards, ...hits);
 }
 
 // ---- validation queries ------------------------------------------------------------------------------------
@@ -247,9 +296,13 @@ function start() {
   pageButtons("#gallery-pager", "gallery", GALLERY_PAGE, loadGallery);
   pageButtons("#queries-pager", "queries", QUERIES_PAGE, loadQueries);
   $("#upload").addEventListener("change", chooseUpload);
+  $("#clear-reference").addEventListener("click", () => chooseReference(null));
+  $("#filter-column").addEventListener("change", describeColumn);
+  $("#add-filter").addEventListener("click", addFilter);
   $("#search-form").addEventListener("submit", search);
   window.addEventListener("hashchange", showView);
   showHealth();
+  loadFilters();
   loadGallery();
   showView();
 }
