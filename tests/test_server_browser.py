@@ -89,3 +89,65 @@ def test_a_person_browses_validation_queries_with_the_target_marked(page: tuple,
     assert marked.get_attribute("data-name") == rankings.set_index("triplet_id").at[triplet, "target"]
     screenshot(tab, tmp_path, "queries-hit.png")
     assert blocked == [] and errors == []
+
+
+@pytest.fixture(scope="module")
+def shop_server(shop_search_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`fashion-cir serve` over a shop's catalogue, whose gallery has colour, pattern and price columns."""
+    with serving(shop_search_root, tmp_path_factory.mktemp("serve-shop") / "serve.log") as url:
+        yield url
+
+
+def answered(tab, action) -> dict:
+    """Run `action` (which submits the search form) and wait for the page to draw the new answer; what it shows."""
+    before = tab.text_content("#query-info")
+    action()
+    tab.wait_for_function("(before) => document.querySelector('#query-info').textContent !== before", arg=before)
+    tab.wait_for_function("() => [...document.querySelectorAll('#results .hit img')].every(i => i.complete)")
+    return {"kind": tab.text_content("#query-kind"), "filters": tab.text_content("#query-filters"),
+            "names": tab.eval_on_selector_all("#results .hit", "cards => cards.map(card => card.dataset.name)"),
+            "reference_card": tab.query_selector("#results .reference-card") is not None}
+
+
+def test_a_person_searches_a_shop_by_text_by_image_and_narrows_it(page: tuple, shop_server: str,
+                                                                 shop_search_root: Path, tmp_path: Path):
+    """Text alone, then an attribute filter, then one category, then an image alone ("more like this"), as a person
+    does it with the page's controls; every result obeys what was asked, checked against the products table."""
+    tab, blocked, errors = page
+    products = pd.read_parquet(Paths(shop_search_root).index_dir / "gallery.parquet").set_index("name")
+    tab.goto(shop_server)
+    tab.wait_for_selector("#gallery .thumb img")
+    tab.wait_for_selector("#filter-column option[value='colour']", state="attached")
+    tab.fill("#text", "a red dress")
+    shown = answered(tab, lambda: tab.click("#submit"))
+    assert shown["kind"] == "text query" and "every category" in shown["filters"] and len(shown["names"]) == 10
+    assert not shown["reference_card"]
+    screenshot(tab, tmp_path, "shop-text.png")
+
+    colour = products["colour"].value_counts().index[0]
+    tab.select_option("#filter-column", "colour")
+    tab.fill("#filter-value", colour)
+    tab.click("#add-filter")
+    assert tab.text_content("#filters .chip").startswith(f"colour = {colour}")
+    shown = answered(tab, lambda: tab.click("#submit"))
+    assert f"colour = {colour}" in shown["filters"]
+    assert shown["names"] and {products.at[n, "colour"] for n in shown["names"]} == {colour}
+    assert len(shown["names"]) == min(10, int((products["colour"] == colour).sum()))
+    tab.select_option("#scope", "Shirts")
+    shown = answered(tab, lambda: tab.click("#submit"))
+    shirts = products[(products["category"] == "Shirts") & (products["colour"] == colour)]
+    assert set(shown["names"]) <= set(shirts.index) and len(shown["names"]) == min(10, len(shirts))
+    assert "category = Shirts" in shown["filters"]
+    screenshot(tab, tmp_path, "shop-filters.png")
+
+    tab.click("#filters .chip button")  # remove the colour filter
+    tab.select_option("#scope", "")
+    tab.fill("#text", "")
+    reference = products.index[products["category"] == "Tops"][0]
+    tab.fill("#gallery-q", reference.lower())
+    tab.click(f'#gallery .thumb[data-name="{reference}"]')
+    shown = answered(tab, lambda: tab.click("#submit"))
+    assert shown["kind"] == "image query" and shown["reference_card"] and "category = Tops" in shown["filters"]
+    assert reference not in shown["names"] and {products.at[n, "category"] for n in shown["names"]} == {"Tops"}
+    screenshot(tab, tmp_path, "shop-image.png")
+    assert blocked == [] and errors == []

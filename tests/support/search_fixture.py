@@ -12,6 +12,7 @@ built once per session and shared by every module that asks for it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from pipeline.triplets.query_text import relative_text
 TOP = 10
 
 
-def build_search_root(root: Path, catalogue: Path) -> Paths:
+def build_search_root(root: Path, data: DataParams) -> Paths:
     """Caption, triplets, decode, an untrained stage-2 checkpoint, the index and the val rankings under `root`."""
     # torch and open_clip load here, when a test first needs the setup, not while pytest collects
     from pipeline.captioning import caption
@@ -35,7 +36,7 @@ def build_search_root(root: Path, catalogue: Path) -> Paths:
     from pipeline.search import index
     from pipeline.triplets import triplets
 
-    params, paths = Params(data=DataParams(root=str(catalogue))), Paths(root)
+    params, paths = Params(data=data), Paths(root)
     for stage in (caption, triplets, decode):
         stage.run(params, paths)
     save_checkpoint(paths.stage2_dir, create_model(ModelParams(), seed=0))
@@ -67,4 +68,28 @@ def write_val_rankings(paths: Paths) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def search_root(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The root of a built search setup (index, untrained stage-2 model, val rankings), once per session."""
-    return build_search_root(tmp_path_factory.mktemp("search"), tiny_catalogue).root
+    return build_search_root(tmp_path_factory.mktemp("search"), DataParams(root=str(tiny_catalogue))).root
+
+
+def write_shop(catalogue: Path, root: Path) -> Path:
+    """The demo's images as a shop's catalogue: free category names, colour and pattern columns from the demo's
+    tags, and a numeric price column, as a catalogue's products table has them."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for category, shown in (("dress", "Dresses"), ("shirt", "Shirts"), ("toptee", "Tops")):
+        for split in ("train", "val"):
+            tags = json.loads((catalogue / "tags" / f"asin2attr.{category}.{split}.json").read_text())
+            for name, groups in tags.items():
+                (root / "images" / f"{name}.png").write_bytes((catalogue / "images" / f"{name}.png").read_bytes())
+                rows.append({"image": f"{name}.png", "category": shown, "split": split, "colour": groups[0][0],
+                             "pattern": groups[0][1], "price": 10 + (7 * len(rows)) % 90})
+    pd.DataFrame(rows).to_csv(root / "products.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shop_search_root(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built search setup over a shop's catalogue (write_shop): the gallery has columns to filter on."""
+    shop = write_shop(tiny_catalogue, tmp_path_factory.mktemp("shop") / "catalog")
+    data = DataParams(source="catalog", root=str(shop), categories=[])
+    return build_search_root(tmp_path_factory.mktemp("shop-search"), data).root
