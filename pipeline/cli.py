@@ -5,7 +5,7 @@
     fashion-cir search --image REF                                   # image only: more like this
     fashion-cir search ... --where "colour = red" --where "price <= 40" [--every-category]
     fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
-    fashion-cir serve [--host 127.0.0.1] [--port 8000]              # the web page
+    fashion-cir serve [--host 127.0.0.1] [--port 8000] [--max-batch 64]   # the web page and JSON API
     fashion-cir plots [REVISION ...]                                 # every plot, offline: plots/report/
     fashion-cir warm -- dvc repro                                    # stages share one warm interpreter
 
@@ -73,7 +73,9 @@ def search(args: argparse.Namespace) -> None:
 def serve(args: argparse.Namespace) -> None:
     from pipeline.search.server import serve as run_server
 
-    run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint)
+    if args.max_batch < 1:
+        raise PipelineError(f"--max-batch {args.max_batch} is not allowed: use 1 (one query at a time) or more.")
+    run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint, max_batch=args.max_batch)
 
 
 def plots(args: argparse.Namespace) -> None:
@@ -109,6 +111,8 @@ def parser() -> argparse.ArgumentParser:
     web = commands.choices["serve"]
     web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
     web.add_argument("--port", type=int, default=8000)
+    web.add_argument("--max-batch", type=int, default=64,
+                     help="concurrent queries answered together, at most (default 64; 1: one at a time)")
     commands.choices["plots"].add_argument(
         "revisions", nargs="*", help="compare these git revisions or experiments (dvc plots diff); none: the workspace")
     commands.add_parser(

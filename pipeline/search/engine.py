@@ -10,7 +10,10 @@ Three kinds of query, as a shop's search needs them:
     text      a text alone ("a red floral dress"), its text feature against the gallery's image features
     image     a reference alone ("more like this"), its image feature against the gallery's
 
-Filters (pipeline/search/filters.py) narrow the gallery inside the nearest-neighbour search. A query with a
+A gallery reference's image feature is read back from the index (the feature the `index` stage computed from the
+same stored pixels with the same model) rather than decoded and encoded again, unless the index keeps only
+approximations (ivfpq without refine). Filters (pipeline/search/filters.py) narrow the gallery inside the
+nearest-neighbour search. A query with a
 gallery reference searches the reference's category unless told to search every category (as the model was trained
 and evaluated: within a category), or unless a filter names the category itself. The reference itself is left out
 of the results (a shop never answers "this one" to "like this but red").
@@ -38,7 +41,7 @@ from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.models.preprocessing import image_loader, preprocessing
 from pipeline.models.retrieval import RetrievalModel
 from pipeline.paths import Paths
-from pipeline.search.faiss_index import enable_reconstruction, search_within
+from pipeline.search.faiss_index import enable_reconstruction, search_within, stores_exact_vectors
 from pipeline.search.filters import Condition, GalleryFilter, parse_where
 from pipeline.search.index import checkpoint_digest, filterable_columns
 from pipeline.triplets.query_text import triplet_query_text
@@ -81,7 +84,10 @@ class SearchEngine:
         self.tokenizer = tokenizer_for(model.arch)
         self.loader = image_loader(preprocessing(model))
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
+        self.names, self.categories, self.paths = (gallery[c].astype(str).tolist()
+                                                   for c in ("name", "category", "path"))  # pandas rows are slow
         self.filter = GalleryFilter(gallery[filterable_columns(gallery)])
+        self.stored_exactly = stores_exact_vectors(self.index)  # a gallery reference's feature is read back from it
 
     @classmethod
     def open(cls, paths: Paths = Paths(), checkpoint: Path | None = None) -> SearchEngine:
@@ -177,36 +183,44 @@ class SearchEngine:
         if not 1 <= query.k <= MAX_K:
             raise PipelineError(f"k = {query.k} is not allowed: use 1 to {MAX_K}.")
         kind: QueryKind = "text" if query.image is None else ("image" if not text else "composed")
-        pixels, label, caption = self.reference_pixels(query.image) if query.image is not None else (None, "", "")
+        pixels, row, label, caption = None, None, "", ""
+        if isinstance(query.image, str) and query.image in self.row_of and self.stored_exactly:
+            row, label = self.row_of[query.image], query.image  # its feature is in the index: nothing to decode
+            caption = str(self.gallery["caption"].iat[row])
+        elif query.image is not None:
+            pixels, label, caption = self.reference_pixels(query.image)
         conditions = self.conditions(list(query.where), label, query.every_category)
-        return _Prepared(query, kind, pixels, label, self.query_text(text, caption) if kind == "composed" else text,
-                         conditions, self.filter.allowed(conditions))
+        return _Prepared(query, kind, pixels, row, label,
+                         self.query_text(text, caption) if kind == "composed" else text, conditions,
+                         self.filter.allowed(conditions))
 
     def _encode(self, ready: list[_Prepared]) -> np.ndarray:
-        """[len(ready), D] query features: the images in one batch, the texts in another, then composed."""
-        with_image = [i for i, p in enumerate(ready) if p.pixels is not None]
-        with_text = [i for i, p in enumerate(ready) if p.query_text]
-        images = self.model.encode_images(torch.cat([ready[i].pixels for i in with_image])) if with_image else None
-        texts = self.model.encode_texts(self.tokenizer([ready[i].query_text for i in with_text])) \
-            if with_text else None
-        features = torch.empty(len(ready), self.model.embed_dim)
-        image_of = {i: row for row, i in enumerate(with_image)}
-        text_of = {i: row for row, i in enumerate(with_text)}
-        for i, p in enumerate(ready):
-            if p.kind == "composed":
-                features[i] = self.model.compose(images[image_of[i]][None], texts[text_of[i]][None])[0]
-            else:
-                features[i] = texts[text_of[i]] if p.kind == "text" else images[image_of[i]]
+        """[len(ready), D] query features: the decoded images in one batch, a gallery reference's feature read from
+        the index, the texts in one batch, then the composed ones composed in one batch."""
+        image, text = torch.zeros(len(ready), self.model.embed_dim), torch.zeros(len(ready), self.model.embed_dim)
+        decoded = [i for i, p in enumerate(ready) if p.pixels is not None]
+        if decoded:
+            image[decoded] = self.model.encode_images(torch.cat([ready[i].pixels for i in decoded])).cpu()
+        stored = [i for i, p in enumerate(ready) if p.gallery_row is not None]
+        if stored:
+            rows = np.array([ready[i].gallery_row for i in stored], dtype=np.int64)
+            image[stored] = torch.from_numpy(self.index.reconstruct_batch(rows))
+        worded = [i for i, p in enumerate(ready) if p.query_text]
+        if worded:
+            text[worded] = self.model.encode_texts(self.tokenizer([ready[i].query_text for i in worded])).cpu()
+        features = torch.stack([text[i] if p.kind == "text" else image[i] for i, p in enumerate(ready)])
+        composed = [i for i, p in enumerate(ready) if p.kind == "composed"]
+        if composed:
+            features[composed] = self.model.compose(image[composed].to(self.model.device),
+                                                    text[composed].to(self.model.device)).cpu()
         return features.numpy().astype(np.float32)
 
     def _answer(self, p: _Prepared, scores: np.ndarray, rows: np.ndarray) -> Answer:
         hits = []
         for score, row in zip(scores, rows, strict=True):
-            if row < 0 or self.gallery["name"].iat[row] == p.label or len(hits) == p.query.k:
+            if row < 0 or self.names[row] == p.label or len(hits) == p.query.k:
                 continue
-            entry = self.gallery.iloc[row]
-            hits.append(Hit(len(hits) + 1, str(entry["name"]), str(entry["category"]), float(score),
-                            str(entry["path"])))
+            hits.append(Hit(len(hits) + 1, self.names[row], self.categories[row], float(score), self.paths[row]))
         return Answer(p.kind, p.label, p.query.text.strip(), p.query_text, [str(c) for c in p.conditions], hits)
 
 
@@ -225,7 +239,8 @@ class Query:
 class _Prepared:
     query: Query
     kind: QueryKind
-    pixels: torch.Tensor | None
+    pixels: torch.Tensor | None  # a reference to encode (a file, an upload)
+    gallery_row: int | None  # a gallery reference whose feature the index holds
     label: str
     query_text: str
     conditions: list[Condition]

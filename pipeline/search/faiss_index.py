@@ -106,10 +106,13 @@ def _exact(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) ->
     found = np.full((len(queries), k), -1, dtype=np.int64)
     if not len(rows):
         return scores, found
-    vectors = index.reconstruct_batch(rows)
-    products = queries @ vectors.T
+    stored = flat_vectors(index)
+    products = queries @ (stored[rows] if stored is not None else index.reconstruct_batch(rows)).T
     take = min(k, len(rows))
-    best = np.argsort(-products, axis=1, kind="stable")[:, :take]
+    best = np.argpartition(-products, take - 1, axis=1)[:, :take] if take < len(rows) else \
+        np.tile(np.arange(len(rows)), (len(queries), 1))
+    order = np.argsort(-np.take_along_axis(products, best, axis=1), axis=1, kind="stable")
+    best = np.take_along_axis(best, order, axis=1)
     scores[:, :take] = np.take_along_axis(products, best, axis=1)
     found[:, :take] = rows[best]
     return scores, found
@@ -136,3 +139,21 @@ def enable_reconstruction(index: faiss.Index) -> faiss.Index:
     if isinstance(inner, faiss.IndexIVF):
         inner.make_direct_map()
     return index
+
+
+def stores_exact_vectors(index: faiss.Index) -> bool:
+    """Whether `index` gives back the very vectors it was built from (not product-quantised approximations)."""
+    inner = faiss.downcast_index(index)
+    return isinstance(inner, (faiss.IndexFlat, faiss.IndexHNSWFlat, faiss.IndexIVFFlat, faiss.IndexRefineFlat))
+
+
+def flat_vectors(index: faiss.Index) -> np.ndarray | None:
+    """[ntotal, d] the vectors a flat, HNSW or refined index keeps uncompressed, as a view of its memory (no copy);
+    None where they are not stored as one array (IVF lists, product-quantised codes)."""
+    inner = faiss.downcast_index(index)
+    storage = inner.storage if isinstance(inner, faiss.IndexHNSW) else \
+        inner.refine_index if isinstance(inner, faiss.IndexRefine) else inner
+    storage = faiss.downcast_index(storage)
+    if not isinstance(storage, faiss.IndexFlat) or storage.ntotal == 0:
+        return None
+    return faiss.rev_swig_ptr(storage.get_xb(), storage.ntotal * storage.d).reshape(storage.ntotal, storage.d)

@@ -40,7 +40,7 @@ from starlette.types import Message, Receive
 from pipeline.errors import PipelineError
 from pipeline.evaluation.plots import render_plots
 from pipeline.paths import Paths
-from pipeline.search.batching import QueryBatcher
+from pipeline.search.batching import MAX_BATCH, QueryBatcher
 from pipeline.search.engine import MAX_PIXELS, Answer, Query, SearchEngine
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -285,11 +285,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "the server failed on this request; its log says why.")
 
 
-def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
-    """The app over an opened engine; tests build it directly, `serve` runs it under uvicorn."""
+def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -> FastAPI:
+    """The app over an opened engine; tests build it directly, `serve` runs it under uvicorn. `max_batch` bounds
+    how many concurrent queries are answered together (1: one at a time)."""
     app = FastAPI(title="fashion-cir", description=__doc__.split("\n\n")[0], docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    rankings, batcher = Rankings(paths.val_rankings), QueryBatcher(engine)
+    rankings, batcher = Rankings(paths.val_rankings), QueryBatcher(engine, max_batch)
     categories = sorted(engine.gallery["category"].unique().tolist())
 
     @app.get("/", include_in_schema=False)
@@ -390,7 +391,8 @@ def create_app(paths: Paths, engine: SearchEngine) -> FastAPI:
     return app
 
 
-def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, checkpoint: Path | None = None) -> None:
+def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, checkpoint: Path | None = None,
+          max_batch: int = MAX_BATCH) -> None:
     """Open the index and model once (a bad setup is one sentence before any socket opens), then serve."""
     import uvicorn
 
@@ -400,4 +402,4 @@ def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, checkpoint: P
     except PipelineError as error:  # the page works without its training plots
         print(f"fashion-cir: no training plots ({error})", flush=True)
     print(f"fashion-cir: {len(engine.gallery)} gallery images; open http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(paths, engine), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(paths, engine, max_batch), host=host, port=port, log_level="info")
