@@ -79,8 +79,8 @@ class SearchEngine:
     """The stage-2 model and the gallery index, checked to belong together."""
 
     def __init__(self, model: RetrievalModel, index: faiss.Index, gallery: pd.DataFrame, description: dict):
-        self.model, self.index, self.gallery, self.description = model.eval(), enable_reconstruction(index), gallery, \
-            description
+        self.model, self.gallery, self.description = model.eval(), gallery, description
+        self.index = enable_reconstruction(index)
         self.tokenizer = tokenizer_for(model.arch)
         self.loader = image_loader(preprocessing(model))
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
