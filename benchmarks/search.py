@@ -52,12 +52,12 @@ def demo(queries: int) -> None:
             t1 = time.perf_counter()
             words = engine.model.encode_texts(engine.tokenizer([engine.query_text(text, caption)]))
             t2 = time.perf_counter()
-            engine.index.search(engine.model.compose(image, words).numpy().astype(np.float32), 11)
+            engine.vectors.search(engine.model.compose(image, words).numpy().astype(np.float32), 11, None, [])
             t3 = time.perf_counter()
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[key].append(seconds * 1000)
     print(describe(torch.device("cpu")))
-    print(f"demo gallery: {engine.index.ntotal} images, {engine.description['kind']} index, "
+    print(f"demo gallery: {len(engine.gallery)} images, {engine.description['backend']} {engine.description['kind']} index, "
           f"{engine.model.arch}, {queries} queries, torch threads {torch.get_num_threads()}\n")
     print("| what | p50 ms | p95 ms |\n|---|---|---|")
     print(f"| one query, end to end | {percentile(total, 50):.1f} | {percentile(total, 95):.1f} |")

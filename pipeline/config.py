@@ -8,6 +8,7 @@ would make `dvc exp run -S ...` skip a stage that should re-run).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -148,10 +149,28 @@ class NegativesParams(_Section):
     false_negatives: Literal["target", "same_caption"] = "same_caption"  # what is never a negative (false_negatives.py)
 
 
-class IndexParams(_Section):
-    """The gallery's FAISS index (the `index` stage; `fashion-cir search` and `serve` read it). 0 means "chosen from
-    the gallery's size": nlist about sqrt(images), nprobe nlist / 4, pq_m one sub-quantizer per 8 dimensions."""
+class GalleryParams(_Section):
+    """The folder search answers from (the `index` stage). By default the training data itself (the same folder as
+    `data.root`); otherwise a folder in the catalogue layout (images/ + products.csv, its columns named as
+    `data.catalog` says) that a shop keeps current: changing it re-runs only the `index` stage, which captions,
+    decodes and encodes only the images it has not seen before (pipeline/search/gallery.py)."""
 
+    root: str = "data/synthetic"
+
+
+MILVUS_COLLECTION = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+
+
+class IndexParams(_Section):
+    """The gallery's vector index (the `index` stage; `fashion-cir search` and `serve` read it). `backend` faiss
+    keeps it in a file under index/; milvus keeps it in a Milvus collection at `uri` (a local Milvus Lite file, or a
+    server's URL whose credentials come from the MILVUS_TOKEN environment variable, never from this file). 0 means
+    "chosen from the gallery's size": nlist about sqrt(images), nprobe nlist / 4, pq_m one sub-quantizer per 8
+    dimensions."""
+
+    backend: Literal["faiss", "milvus"] = "faiss"
+    uri: str = ""                    # milvus: a local .db file or http(s)://host:port; "" = data/gallery/milvus.db
+    collection: Annotated[str, Field(pattern=MILVUS_COLLECTION)] = "fashion_cir_gallery"  # milvus: its name
     kind: Literal["flat", "ivf", "hnsw", "ivfpq"] = "flat"
     nlist: NonNegativeInt = 0        # ivf, ivfpq: inverted lists
     nprobe: NonNegativeInt = 0       # ivf, ivfpq: lists searched per query
@@ -161,6 +180,14 @@ class IndexParams(_Section):
     pq_m: NonNegativeInt = 0         # ivfpq: sub-quantizers (bytes per vector); must divide the dimension
     refine: NonNegativeInt = 4       # ivfpq: re-rank refine x k candidates with the exact vectors (0: off)
     batch_size: PositiveInt = 256    # images per batch when embedding the gallery
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*@", value):
+            raise ValueError("credentials do not belong in params.yaml (DVC records it in dvc.lock and git); put "
+                             "them in the MILVUS_TOKEN environment variable ('user:password' or an API key)")
+        return value
 
 
 class TrainParams(_Section):
@@ -229,6 +256,7 @@ class Params(_Section):
     stage1: Stage1Params = Stage1Params()
     stage2: Stage2Params = Stage2Params()
     eval: EvalParams = EvalParams()
+    gallery: GalleryParams = GalleryParams()
     index: IndexParams = IndexParams()
     compute: ComputeParams = ComputeParams()
 

@@ -114,8 +114,24 @@ class Paths:
         return self.evaluation_dir / "rankings.parquet"
 
     @property
+    def gallery_dir(self) -> Path:
+        """What the `index` stage keeps between runs: the gallery's captions and features, keyed by content."""
+        return self.root / "data/gallery"
+
+    @property
+    def gallery_cache(self) -> Path:
+        """The gallery's persistent caption and feature cache (a DVC output that is never cleaned up)."""
+        return self.gallery_dir / "cache.sqlite"
+
+    @property
+    def milvus_lite(self) -> Path:
+        """The local Milvus Lite file of `index.backend: milvus` when `index.uri` is empty."""
+        return self.gallery_dir / "milvus.db"
+
+    @property
     def index_dir(self) -> Path:
-        """The gallery's FAISS index and what it holds, for `fashion-cir search` and `serve`."""
+        """The gallery's FAISS index (or the manifest of its Milvus collection) and what it holds, for
+        `fashion-cir search` and `serve`."""
         return self.root / "index"
 
     @property

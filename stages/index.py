@@ -1,5 +1,5 @@
-"""DVC stage `index`: the gallery's features from the trained model in a FAISS index, for `fashion-cir search` and
-`fashion-cir serve` (pipeline/search/index.py)."""
+"""DVC stage `index`: the gallery's features from the trained model in a vector index (FAISS or Milvus), for
+`fashion-cir search` and `fashion-cir serve` (pipeline/search/index.py)."""
 
 from pipeline.config import stage_params
 from pipeline.errors import run_stage
@@ -8,8 +8,17 @@ from pipeline.search import index
 
 
 def main() -> None:
-    report = index.run(stage_params("index"), Paths())
-    print(f"index: {report['images']} images in a {report['kind']} index, {report['undecodable_images']} undecodable")
+    params = stage_params("index")
+    report = index.run(params, Paths())
+    where = "a Milvus collection" if report["backend"] == "milvus" else "a FAISS index"
+    line = (f"index: {report['images']} images of {params.gallery.root} in {where} ({report['kind']}); "
+            f"{report['encoded']} encoded, {report['features_cached']} from the cache, "
+            f"{report['undecodable_images']} undecodable")
+    if "upserted" in report:
+        line += f"; {report['upserted']} upserted, {report['deleted']} deleted"
+    if "captioned" in report:
+        line += f"; {report['captioned']} captioned, {report['captions_cached']} captions from the cache"
+    print(line)
 
 
 if __name__ == "__main__":

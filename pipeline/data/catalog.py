@@ -74,16 +74,17 @@ class Catalog:
     categories: list[str]
     seed: int = 0
     missing: dict[str, int] = field(default_factory=dict)
+    key: str = "data.root"  # the param that named the folder, for the error sentences
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         if not self.root.is_dir():
-            raise PipelineError(f"data.root = '{self.root}' does not exist; expected your catalogue ({LAYOUT}).")
+            raise PipelineError(f"{self.key} = '{self.root}' does not exist; expected your catalogue ({LAYOUT}).")
         if not (self.root / "images").is_dir():
-            raise PipelineError(f"data.root = '{self.root}' has no 'images/' folder; expected your catalogue "
+            raise PipelineError(f"{self.key} = '{self.root}' has no 'images/' folder; expected your catalogue "
                                 f"({LAYOUT}).")
         if find_table(self.root, "products") is None:
-            raise PipelineError(f"data.root = '{self.root}' has no products.csv or products.parquet; expected your "
+            raise PipelineError(f"{self.key} = '{self.root}' has no products.csv or products.parquet; expected your "
                                 f"catalogue ({LAYOUT}).")
 
     @cached_property

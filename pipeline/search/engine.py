@@ -29,7 +29,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-import faiss
 import numpy as np
 import pandas as pd
 import torch
@@ -41,9 +40,10 @@ from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.models.preprocessing import image_loader, preprocessing
 from pipeline.models.retrieval import RetrievalModel
 from pipeline.paths import Paths
-from pipeline.search.faiss_index import enable_reconstruction, search_within, stores_exact_vectors
 from pipeline.search.filters import Condition, GalleryFilter, parse_where
-from pipeline.search.index import checkpoint_digest, filterable_columns
+from pipeline.search.gallery import filterable_columns
+from pipeline.search.index import checkpoint_digest
+from pipeline.search.vectors import GalleryVectors, open_vectors
 from pipeline.triplets.query_text import triplet_query_text
 
 MAX_K = 1000
@@ -78,22 +78,21 @@ class Answer:
 class SearchEngine:
     """The stage-2 model and the gallery index, checked to belong together."""
 
-    def __init__(self, model: RetrievalModel, index: faiss.Index, gallery: pd.DataFrame, description: dict):
-        self.model, self.gallery, self.description = model.eval(), gallery, description
-        self.index = enable_reconstruction(index)
+    def __init__(self, model: RetrievalModel, vectors: GalleryVectors, gallery: pd.DataFrame, description: dict):
+        self.model, self.vectors, self.gallery, self.description = model.eval(), vectors, gallery, description
         self.tokenizer = tokenizer_for(model.arch)
         self.loader = image_loader(preprocessing(model))
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
         self.names, self.categories, self.paths = (gallery[c].astype(str).tolist()
                                                    for c in ("name", "category", "path"))  # pandas rows are slow
         self.filter = GalleryFilter(gallery[filterable_columns(gallery)])
-        self.stored_exactly = stores_exact_vectors(self.index)  # a gallery reference's feature is read back from it
+        self.stored_exactly = vectors.exact  # a gallery reference's feature is read back from the index
 
     @classmethod
     def open(cls, paths: Paths = Paths(), checkpoint: Path | None = None) -> SearchEngine:
         """The index under `paths` and the model it was built from (or `checkpoint`, which must be that model)."""
-        index_file, meta = paths.index_dir / "gallery.faiss", paths.index_dir / "index.json"
-        if not index_file.is_file() or not meta.is_file():
+        meta = paths.index_dir / "index.json"
+        if not meta.is_file() or not (paths.index_dir / "gallery.parquet").is_file():
             raise PipelineError(f"no search index at {paths.index_dir}; build it with `dvc repro` (the `index` "
                                 f"stage runs after `stage2`).")
         description = json.loads(meta.read_text())
@@ -105,8 +104,8 @@ class SearchEngine:
                                 f"{checkpoint}; run `dvc repro` to rebuild it for this model.")
         gallery = pd.read_parquet(paths.index_dir / "gallery.parquet")
         gallery["path"] = [str(paths.root / path) for path in gallery["path"]]  # stored relative to the repository
-        return cls(load_checkpoint(checkpoint, root=paths.root), faiss.read_index(str(index_file)), gallery,
-                   description)
+        vectors = open_vectors(description, paths, gallery["name"].astype(str).tolist())
+        return cls(load_checkpoint(checkpoint, root=paths.root), vectors, gallery, description)
 
     def reference_pixels(self, image: str | Path | bytes) -> tuple[torch.Tensor, str, str]:
         """uint8 [1, 3, H, W] of the reference, its label, and its caption ("" outside the gallery).
@@ -167,7 +166,8 @@ class SearchEngine:
         answers: dict[int, Answer] = {}
         for positions in _by_filters(ready):
             k = max(ready[i].query.k for i in positions) + 1  # the reference may come back first
-            scores, rows = search_within(self.index, features[positions], k, ready[positions[0]].allowed)
+            group = ready[positions[0]]
+            scores, rows = self.vectors.search(features[positions], k, group.allowed, group.conditions)
             for i, score_row, row_row in zip(positions, scores, rows, strict=True):
                 answers[id(ready[i])] = self._answer(ready[i], score_row, row_row)
         milliseconds = (time.perf_counter() - started) * 1000  # the batch's: each query waited for all of it
@@ -204,7 +204,7 @@ class SearchEngine:
         stored = [i for i, p in enumerate(ready) if p.gallery_row is not None]
         if stored:
             rows = np.array([ready[i].gallery_row for i in stored], dtype=np.int64)
-            image[stored] = torch.from_numpy(self.index.reconstruct_batch(rows))
+            image[stored] = torch.from_numpy(self.vectors.vectors(rows))
         worded = [i for i, p in enumerate(ready) if p.query_text]
         if worded:
             text[worded] = self.model.encode_texts(self.tokenizer([ready[i].query_text for i in worded])).cpu()

@@ -17,8 +17,14 @@ from pipeline.config import IndexParams
 from pipeline.errors import PipelineError
 
 
-def _nlist(settings: IndexParams, n: int) -> int:
+def inverted_lists(settings: IndexParams, n: int) -> int:
+    """ivf, ivfpq: the lists of a gallery of `n` images (index.nlist, or about sqrt(n))."""
     return settings.nlist or max(1, int(np.sqrt(n)))
+
+
+def probed_lists(settings: IndexParams, nlist: int) -> int:
+    """ivf, ivfpq: the lists searched per query (index.nprobe, or a quarter of them)."""
+    return settings.nprobe or max(1, nlist // 4)
 
 
 def build_index(features: np.ndarray, kind: str, seed: int = 0, settings: IndexParams | None = None) -> faiss.Index:
@@ -33,12 +39,12 @@ def build_index(features: np.ndarray, kind: str, seed: int = 0, settings: IndexP
         index.hnsw.efConstruction = settings.ef_construction
         index.hnsw.efSearch = settings.ef_search
     elif kind == "ivf":
-        nlist = _nlist(settings, n)
+        nlist = inverted_lists(settings, n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.cp.spherical = True  # unit centroids: inner-product assignment is then cosine, not norm-biased
         index.train(features)
-        index.nprobe = settings.nprobe or max(1, nlist // 4)
+        index.nprobe = probed_lists(settings, nlist)
     elif kind == "ivfpq":
         index = _ivfpq(features, settings, seed)
     else:
@@ -59,7 +65,7 @@ def _ivfpq(features: np.ndarray, settings: IndexParams, seed: int) -> faiss.Inde
     pq_m = settings.pq_m or max(1, dim // 8)
     if dim % pq_m:
         raise PipelineError(f"index.pq_m = {pq_m} must divide the feature dimension {dim}.")
-    nlist = _nlist(settings, n)
+    nlist = inverted_lists(settings, n)
     if n < max(nlist, 256) * 4:
         raise PipelineError(f"index.kind = ivfpq needs at least {max(nlist, 256) * 4} images to train its "
                             f"quantisers ({n} here); use flat or hnsw for a gallery this small.")
@@ -67,7 +73,7 @@ def _ivfpq(features: np.ndarray, settings: IndexParams, seed: int) -> faiss.Inde
     ivf.cp.seed = seed
     ivf.cp.spherical = True
     ivf.train(_training_sample(features, 50 * nlist, seed))
-    ivf.nprobe = settings.nprobe or max(1, nlist // 4)
+    ivf.nprobe = probed_lists(settings, nlist)
     if not settings.refine:
         return ivf
     refined = faiss.IndexRefineFlat(ivf)

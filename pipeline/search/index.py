@@ -1,14 +1,17 @@
-"""The `index` stage: every gallery image's feature from the trained (stage-2) model in a FAISS index, which
+"""The `index` stage: every gallery image's feature from the trained (stage-2) model in a vector index, which
 `fashion-cir search` and `fashion-cir serve` answer queries from.
 
-    index/gallery.faiss    the FAISS index (`index.kind`); its row i is row i of gallery.parquet
+    index/gallery.faiss    the FAISS index (`index.kind`; backend faiss); its row i is row i of gallery.parquet
     index/gallery.parquet  name, category, split, path and caption of each image, one row per image file, and a
                            catalogue's attribute columns (what search filters on besides the category)
-    index/index.json       which model made it (the checkpoint's sha256, its image encoder), the kind and its
-                           settings, and whether query texts end with the reference's caption
-                           (triplets.reference_prompt), as in training
+    index/index.json       which model made it (the checkpoint's sha256, its image encoder), the backend, the kind
+                           and its settings, whether query texts end with the reference's caption
+                           (triplets.reference_prompt), as in training; for backend milvus, where the collection is
+                           and how its fields are laid out (pipeline/search/milvus_index.py)
 
-The gallery is every image the image store holds (train and val), since a shop searches its whole catalogue.
+The gallery is `gallery.root` (pipeline/search/gallery.py): by default the training data, every image of it (train
+and val), since a shop searches its whole catalogue; or a live catalogue folder, whose new images are the only ones
+captioned and encoded on the next run.
 """
 
 from __future__ import annotations
@@ -18,37 +21,16 @@ import json
 from pathlib import Path
 
 import faiss
-import pandas as pd
 import pyarrow as pa
 
 from pipeline.config import Params
-from pipeline.data.store import ImageStore
-from pipeline.features.encode import stored_image_features
 from pipeline.io import atomic_path, write_parquet
 from pipeline.models.clip import load_checkpoint
-from pipeline.models.preprocessing import preprocessing
 from pipeline.paths import Paths
 from pipeline.runtime import Runtime
 from pipeline.search.faiss_index import build_index
-
-GALLERY_COLUMNS = ["name", "category", "split", "path", "caption"]
-
-
-def filterable_columns(gallery: pd.DataFrame) -> list[str]:
-    """The columns a search may filter on: the category, and a catalogue's attribute columns."""
-    return ["category", *[c for c in gallery.columns if c not in GALLERY_COLUMNS]]
-
-
-def product_attributes(params: Params) -> pd.DataFrame:
-    """name plus the attribute columns of a catalogue's products table (FashionIQ and CIRR have none to filter on);
-    an attribute named like a gallery column is renamed '<name> (attribute)'."""
-    if params.data.source != "catalog":
-        return pd.DataFrame({"name": pd.Series(dtype=str)})
-    from pipeline.data.catalog import Catalog
-
-    data = params.data
-    table = Catalog(Path(data.root), data.catalog, list(data.categories), params.seed).attributes()
-    return table.rename(columns={c: f"{c} (attribute)" for c in table.columns if c in GALLERY_COLUMNS[1:]})
+from pipeline.search.feature_cache import FeatureCache
+from pipeline.search.gallery import feature_signature, filterable_columns, gallery_features, gallery_table
 
 
 def checkpoint_digest(checkpoint_dir: Path) -> str:
@@ -64,20 +46,29 @@ def run(params: Params, paths: Paths) -> dict[str, object]:
     settings, runtime = params.index, Runtime.start(params.compute)
     model = load_checkpoint(paths.stage2_dir)
     runtime.prepare(model)
-    store = ImageStore.open(paths.image_store)
-    store.check(preprocessing(model), f"the checkpoint in {paths.stage2_dir}")
-    captions = pd.read_parquet(paths.captions).drop_duplicates("path").reset_index(drop=True)
-    gallery, rows, lacking = store.select(captions)
-    gallery = gallery[GALLERY_COLUMNS].merge(product_attributes(params), on="name", how="left").fillna("")
-    features = stored_image_features(model, store, rows, settings.batch_size, runtime, desc="embed gallery").numpy()
-    index = build_index(features, settings.kind, params.seed, settings)
-    description = {"model": checkpoint_digest(paths.stage2_dir), "checkpoint": str(paths.stage2_dir),
-                   "arch": model.arch, "image_encoder": model.image_encoder(), "images": len(gallery),
-                   "dimension": int(features.shape[1]),
-                   "reference_prompt": params.triplets.reference_prompt, **settings.model_dump()}
+    digest = checkpoint_digest(paths.stage2_dir)
+    gallery, listed = gallery_table(params, paths)
+    cache = FeatureCache(paths.gallery_cache)
+    try:
+        gallery, features, encoded = gallery_features(model, gallery, cache, feature_signature(model, digest),
+                                                      runtime, params.compute.workers)
+    finally:
+        cache.close()
+    description = {"model": digest, "checkpoint": str(paths.stage2_dir), "arch": model.arch,
+                   "image_encoder": model.image_encoder(), "gallery": params.gallery.root, "images": len(gallery),
+                   "dimension": int(features.shape[1]), "reference_prompt": params.triplets.reference_prompt,
+                   **settings.model_dump()}
+    report: dict[str, object] = {"images": len(gallery), "backend": settings.backend, "kind": settings.kind,
+                                 **listed, **encoded}
     with atomic_path(paths.index_dir) as tmp:
         tmp.mkdir(parents=True)
-        faiss.write_index(index, str(tmp / "gallery.faiss"))
+        if settings.backend == "milvus":
+            from pipeline.search.milvus_index import sync
+
+            description["milvus"], synced = sync(gallery, features, filterable_columns(gallery), settings, paths)
+            report.update(synced)
+        else:
+            faiss.write_index(build_index(features, settings.kind, params.seed, settings), str(tmp / "gallery.faiss"))
         write_parquet(tmp / "gallery.parquet", pa.Table.from_pandas(gallery, preserve_index=False))
         (tmp / "index.json").write_text(json.dumps(description, indent=2) + "\n")
-    return {"images": len(gallery), "undecodable_images": lacking, "kind": settings.kind}
+    return report

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.config import DataParams, ModelParams, Params
+from pipeline.config import DataParams, GalleryParams, ModelParams, Params
 from pipeline.io import write_parquet
 from pipeline.paths import Paths
 from pipeline.triplets.query_text import relative_text
@@ -36,7 +36,7 @@ def build_search_root(root: Path, data: DataParams) -> Paths:
     from pipeline.search import index
     from pipeline.triplets import triplets
 
-    params, paths = Params(data=data), Paths(root)
+    params, paths = Params(data=data, gallery=GalleryParams(root=data.root)), Paths(root)
     for stage in (caption, triplets, decode):
         stage.run(params, paths)
     save_checkpoint(paths.stage2_dir, create_model(ModelParams(), seed=0))
