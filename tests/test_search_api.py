@@ -1,5 +1,5 @@
-"""The typed search API on a small real index (tests/support/search_fixture.py): three kinds of query, filters, JSON
-and form bodies, the OpenAPI schema, images refused by their header's pixel count, and concurrent queries answered
+"""The typed search API on a small real index (tests/support/search_fixture.py), its vectors in FAISS and in Milvus
+Lite: three kinds of query, filters, JSON and form bodies, the OpenAPI schema, images refused by their header's pixel count, and concurrent queries answered
 in batches with the answers one by one would give."""
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ from pipeline.paths import Paths
 from pipeline.search.batching import QueryBatcher
 from pipeline.search.engine import MAX_PIXELS, Query, SearchEngine
 from pipeline.search.server import create_app
+
+
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def search_root(request: pytest.FixtureRequest) -> Path:
+    """The same gallery with its vectors in a FAISS file or in a Milvus Lite collection: every test runs on both."""
+    return request.getfixturevalue("search_root" if request.param == "faiss" else "milvus_search_root")
 
 
 @pytest.fixture(scope="module")

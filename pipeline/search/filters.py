@@ -98,7 +98,7 @@ class GalleryFilter:
                                 f"gallery's columns are: {', '.join(self.columns)}.")
         if condition.op in ("<", "<=", ">", ">="):
             return self._compared(condition)
-        if condition.column in self.numeric and all(_is_number(v) for v in condition.values):
+        if condition.column in self.numeric and all(is_number(v) for v in condition.values):
             column = self.numeric[condition.column]
             found = column.isin([float(v) for v in condition.values]).to_numpy()
         else:
@@ -109,7 +109,7 @@ class GalleryFilter:
         if condition.column not in self.numeric:
             raise PipelineError(f"the filter '{condition}' compares '{condition.column}', which holds text; use =, "
                                 f"!=, in or not in with it.")
-        if not _is_number(condition.values[0]):
+        if not is_number(condition.values[0]):
             raise PipelineError(f"the filter '{condition}' compares with {condition.values[0]!r}, which is not a "
                                 f"number.")
         column, bound = self.numeric[condition.column], float(condition.values[0])
@@ -117,7 +117,7 @@ class GalleryFilter:
         return compared[condition.op].fillna(False).to_numpy(dtype=bool)
 
 
-def _is_number(value: str) -> bool:
+def is_number(value: str) -> bool:
     try:
         float(value)
     except ValueError:

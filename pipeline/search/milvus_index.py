@@ -34,7 +34,7 @@ from pipeline.config import IndexParams
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
 from pipeline.search.faiss_index import inverted_lists, probed_lists
-from pipeline.search.filters import Condition, numeric_columns
+from pipeline.search.filters import Condition, is_number, numeric_columns
 
 TOKEN_VARIABLE = "MILVUS_TOKEN"  # "user:password" or an API key; never in params.yaml
 SERVER_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -58,6 +58,9 @@ def connect(uri: str):  # -> pymilvus.MilvusClient (imported here: only this bac
         raise PipelineError("index.backend = milvus needs pymilvus and milvus-lite: pip install pymilvus "
                             "milvus-lite.") from None
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # its errors come back here as one sentence
+    # Milvus Lite's in-process gRPC server logs a traceback for each call it leaves to the client's fallback (the
+    # query iterator asks for a timestamp it does not serve); the answers are whole, the traceback is noise
+    logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     if not SERVER_URI.match(uri):
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -118,14 +121,15 @@ def _fields_of(description: dict) -> dict[str, object]:
     return {f["name"]: (str(f["type"]), f.get("params", {}).get("dim")) for f in description["fields"]}
 
 
-def index_spec(settings: IndexParams, n: int) -> dict:
-    """The Milvus vector index `index.kind` asks for over `n` entities, and its search parameters."""
+def index_spec(settings: IndexParams, n: int, built_lists: int | None = None) -> dict:
+    """The Milvus vector index `index.kind` asks for over `n` entities (or, for an IVF index already built, with
+    its `built_lists`), and its search parameters."""
     if settings.kind == "flat":
         return {"index_type": "FLAT", "params": {}, "search": {}}
     if settings.kind == "hnsw":
         return {"index_type": "HNSW", "params": {"M": settings.hnsw_m, "efConstruction": settings.ef_construction},
                 "search": {"ef": settings.ef_search}}
-    nlist = inverted_lists(settings, n)
+    nlist = built_lists or inverted_lists(settings, n)
     search = {"nprobe": probed_lists(settings, nlist)}
     if settings.kind == "ivf":
         return {"index_type": "IVF_FLAT", "params": {"nlist": nlist}, "search": search}
@@ -146,6 +150,9 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
     from pymilvus.exceptions import MilvusException
 
     uri, collection = location(settings.uri, paths), settings.collection
+    if settings.kind == "ivfpq" and not SERVER_URI.match(uri):
+        raise PipelineError("index.kind = ivfpq is not built by Milvus Lite (a local index.uri), which builds FLAT, "
+                            "IVF_FLAT and HNSW; use flat, ivf or hnsw here, or point index.uri at a Milvus server.")
     layout, names = field_layout(gallery, columns), gallery["name"].astype(str).tolist()
     client: MilvusClient = connect(uri)
     try:
@@ -186,26 +193,32 @@ def _ensure_collection(client, collection: str, dimension: int, layout: list[dic
             client.drop_collection(collection)  # another model's dimension, or other filterable columns
     if not client.has_collection(collection):
         spec = index_spec(settings, n)
-        params = client.prepare_index_params()
-        params.add_index(field_name="vector", index_type=spec["index_type"], metric_type="IP", params=spec["params"])
-        client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
+        client.create_collection(collection, schema=schema, index_params=_index_params(client, spec),
+                                 consistency_level="Strong")
         created = True
     else:
         recorded = client.describe_collection(collection).get("properties", {}).get(INDEX_PROPERTY, "")
         previous = json.loads(recorded) if recorded else {}
-        if previous.get("asked") == _asked(settings):
-            return previous["spec"], False
+        if previous.get("asked") == _asked(settings):  # the index stays; its search parameters may have changed
+            return index_spec(settings, n, previous["spec"]["params"].get("nlist")), False
         spec = index_spec(settings, n)
         client.release_collection(collection)
         for name in client.list_indexes(collection):
             client.drop_index(collection, index_name=name)
-        params = client.prepare_index_params()
-        params.add_index(field_name="vector", index_type=spec["index_type"], metric_type="IP", params=spec["params"])
-        client.create_index(collection, params)
+        client.create_index(collection, _index_params(client, spec))
     client.alter_collection_properties(collection, properties={
         INDEX_PROPERTY: json.dumps({"asked": _asked(settings), "spec": spec}, sort_keys=True)})
     client.load_collection(collection)
     return spec, created
+
+
+def _index_params(client, spec: dict):
+    """The vector index's build request. Its parameters go nested under "params" (the request's older form, which
+    Milvus servers still read): Milvus Lite reads only that form and would build with its defaults otherwise."""
+    params = client.prepare_index_params()
+    params.add_index(field_name="vector", index_type=spec["index_type"], metric_type="IP",
+                     params={"params": spec["params"]} if spec["params"] else {})
+    return params
 
 
 def _stored_keys(client, collection: str) -> dict[str, str]:
@@ -233,7 +246,7 @@ def expression(conditions: list[Condition], layout: list[dict]) -> str:
         if condition.op in ("<", "<=", ">", ">="):
             parts.append(f"({field['set']} == true and {field['number']} {condition.op} {float(condition.values[0])!r})")
             continue
-        if field["number"] and all(_is_number(v) for v in condition.values):
+        if field["number"] and all(is_number(v) for v in condition.values):
             numbers = ", ".join(repr(float(v)) for v in condition.values)
             found = f"({field['set']} == true and {field['number']} in [{numbers}])"
         else:
@@ -241,14 +254,6 @@ def expression(conditions: list[Condition], layout: list[dict]) -> str:
             found = f"({field['text']} in [{texts}])"
         parts.append(f"(not {found})" if condition.op in ("!=", "not in") else found)
     return " and ".join(parts)
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 class MilvusVectors:

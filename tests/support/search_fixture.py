@@ -13,13 +13,14 @@ built once per session and shared by every module that asks for it.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipeline.config import DataParams, GalleryParams, ModelParams, Params
+from pipeline.config import DataParams, GalleryParams, IndexParams, ModelParams, Params
 from pipeline.io import write_parquet
 from pipeline.paths import Paths
 from pipeline.triplets.query_text import relative_text
@@ -88,8 +89,41 @@ def write_shop(catalogue: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def shop_search_root(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shop_catalogue(tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo as a shop's catalogue folder (write_shop)."""
+    return write_shop(tiny_catalogue, tmp_path_factory.mktemp("shop") / "catalog")
+
+
+def shop_data(shop: Path) -> DataParams:
+    return DataParams(source="catalog", root=str(shop), categories=[])
+
+
+@pytest.fixture(scope="session")
+def shop_search_root(shop_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A built search setup over a shop's catalogue (write_shop): the gallery has columns to filter on."""
-    shop = write_shop(tiny_catalogue, tmp_path_factory.mktemp("shop") / "catalog")
-    data = DataParams(source="catalog", root=str(shop), categories=[])
-    return build_search_root(tmp_path_factory.mktemp("shop-search"), data).root
+    return build_search_root(tmp_path_factory.mktemp("shop-search"), shop_data(shop_catalogue)).root
+
+
+def rebuilt_with(built: Path, root: Path, data: DataParams, settings: IndexParams) -> Path:
+    """A copy of a built search setup whose index is built again with `settings` (another backend or kind); the
+    gallery's features come from the copied feature cache, so nothing is encoded again."""
+    from pipeline.search import index
+
+    shutil.copytree(built, root, symlinks=True)
+    index.run(Params(data=data, gallery=GalleryParams(root=data.root), index=settings), Paths(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def milvus_search_root(search_root: Path, tiny_catalogue: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`search_root` with its gallery in a Milvus Lite collection (index.backend milvus, an exact FLAT index)."""
+    return rebuilt_with(search_root, tmp_path_factory.mktemp("milvus-search") / "root",
+                        DataParams(root=str(tiny_catalogue)), IndexParams(backend="milvus"))
+
+
+@pytest.fixture(scope="session")
+def milvus_shop_root(shop_search_root: Path, shop_catalogue: Path, tmp_path_factory: pytest.TempPathFactory
+                     ) -> Path:
+    """`shop_search_root` with its gallery in a Milvus Lite collection: filters on text and numeric columns."""
+    return rebuilt_with(shop_search_root, tmp_path_factory.mktemp("milvus-shop") / "root", shop_data(shop_catalogue),
+                        IndexParams(backend="milvus"))

@@ -1,0 +1,129 @@
+"""The Milvus backend (index.backend: milvus) against its embedded store, Milvus Lite: filters mean there what they
+mean over FAISS, its answers equal FAISS flat's on a shop's catalogue, and the collection follows the gallery's
+changes by product id (upserts and deletes, never a rebuild)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import IndexParams, Params
+from pipeline.errors import PipelineError
+from pipeline.paths import Paths
+from pipeline.search.engine import SearchEngine
+from pipeline.search.filters import GalleryFilter, parse_where
+from pipeline.search.milvus_index import MilvusVectors, sync
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def products(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """A gallery table with a text column (mixed case and spaces), a numeric one with gaps, a column that mixes
+    numbers and text, and random features."""
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({
+        "name": [f"p{seed}-{i}" for i in range(n)],
+        "category": rng.choice(["dress", "shirt", "toptee"], n),
+        "colour": rng.choice(["Red", " blue", "GREEN ", "navy blue"], n),
+        "price": [("" if rng.random() < 0.1 else str(int(v))) for v in rng.integers(5, 100, n)],
+        "size": rng.choice(["10", "12", "xl", "m"], n),
+    })
+    return table, unit(rng.standard_normal((n, 16)))
+
+
+def stored(table: pd.DataFrame, features: np.ndarray, root: Path, settings: IndexParams) -> MilvusVectors:
+    columns = ["category", "colour", "price", "size"]
+    manifest, _ = sync(table, features, columns, settings, Paths(root))
+    return MilvusVectors.open(manifest, Paths(root), table["name"].tolist())
+
+
+FILTERS = [["colour = red"], ["colour = Navy Blue"], ["colour != blue"], ["colour in (green, red)"],
+           ["colour not in (red, blue)"], ["price <= 40"], ["price > 90"], ["price = 37"], ["price != 37"],
+           ["price in (10, 20, 30)"], ["size = 10"], ["size in (xl, 12)"], ["size not in (m)"],
+           ["category = shirt", "price >= 50", "colour != green"], ["colour = purple"]]
+
+
+def test_every_filter_allows_in_milvus_the_rows_it_allows_over_faiss(tmp_path: Path):
+    table, features = products(300, seed=1)
+    vectors = stored(table, features, tmp_path, IndexParams(backend="milvus"))
+    allows = GalleryFilter(table[["category", "colour", "price", "size"]])
+    for filters in FILTERS:
+        conditions = [parse_where(text) for text in filters]
+        expected = set(np.flatnonzero(allows.allowed(conditions)))
+        _, rows = vectors.search(features[:2], len(table), allows.allowed(conditions), conditions)
+        for row in rows:
+            assert set(row[row >= 0]) == expected, filters
+    assert expected == set()  # the last filter matches nothing, and nothing comes back
+
+
+def test_the_collection_follows_the_gallery_by_product_id(tmp_path: Path):
+    table, features = products(200, seed=2)
+    settings, paths = IndexParams(backend="milvus"), Paths(tmp_path)
+    columns = ["category", "colour", "price", "size"]
+    _, first = sync(table, features, columns, settings, paths)
+    assert first == {"upserted": 200, "deleted": 0, "recreated": 1}
+    added, added_features = products(50, seed=3)
+    kept = table.iloc[20:].copy()
+    kept.loc[kept.index[0], "colour"] = "red"  # one product's attribute changed, its image not
+    changed = pd.concat([kept, added], ignore_index=True)
+    changed_features = np.concatenate([features[20:], added_features])
+    manifest, second = sync(changed, changed_features, columns, settings, paths)
+    assert second == {"upserted": 51, "deleted": 20, "recreated": 0} and manifest["entities"] == 230
+    vectors = MilvusVectors.open(manifest, paths, changed["name"].tolist())
+    _, rows = vectors.search(added_features, 1, None, [])
+    assert rows[:, 0].tolist() == list(range(180, 230))  # each new product is its own nearest
+    _, rows = vectors.search(features[:20], 230, None, [])
+    assert (rows >= 0).all()  # every hit is a current product: the removed never come back
+    _, red = vectors.search(features[:1], 230, None, [parse_where("colour = red")])
+    assert 0 in red[0].tolist()
+    assert sync(changed, changed_features, columns, settings, paths)[1]["upserted"] == 0
+
+
+def test_an_approximate_index_against_the_exact_one(tmp_path: Path):
+    """The same collection, its vector index rebuilt in place: HNSW finds the exact top 10; IVF_FLAT is really
+    built with index.nlist lists and searched with index.nprobe (all lists: exact; one list: far from it)."""
+    table, features = products(2000, seed=4)
+    queries = unit(features[:100] + 0.3 * np.random.default_rng(5).standard_normal((100, 16)))
+    exact = stored(table, features, tmp_path, IndexParams(backend="milvus"))
+    _, truth = exact.search(queries, 10, None, [])
+    exact.client.close()
+
+    def recall(settings: IndexParams) -> float:
+        approximate = stored(table, features, tmp_path, settings)
+        _, found = approximate.search(queries, 10, None, [])
+        approximate.client.close()
+        return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
+
+    assert recall(IndexParams(backend="milvus", kind="hnsw")) >= 0.99
+    assert recall(IndexParams(backend="milvus", kind="ivf", nlist=16, nprobe=16)) == 1.0
+    assert recall(IndexParams(backend="milvus", kind="ivf", nlist=16, nprobe=1)) < 0.8
+
+
+def test_milvus_answers_as_faiss_flat_on_a_shops_catalogue(shop_search_root: Path, milvus_shop_root: Path):
+    faiss_engine, milvus_engine = SearchEngine.open(Paths(shop_search_root)), SearchEngine.open(Paths(milvus_shop_root))
+    assert milvus_engine.description["backend"] == "milvus" and faiss_engine.description["backend"] == "faiss"
+    gallery = faiss_engine.gallery
+    reference, colour = str(gallery["name"].iat[0]), str(gallery["colour"].iat[5])
+    for image, text, where in ((reference, "is blue", ()), (None, "a red dress", ()), (reference, "", ()),
+                               (None, "a shirt", (f"colour = {colour}",)), (reference, "is red", ("price <= 40",)),
+                               (None, "striped", ("pattern != plain", "price > 30"))):
+        expected, got = faiss_engine.search(image, text, 10, where), milvus_engine.search(image, text, 10, where)
+        assert [h.name for h in got.hits] == [h.name for h in expected.hits], (image, text, where)
+        assert np.allclose([h.score for h in got.hits], [h.score for h in expected.hits], atol=1e-4)
+
+
+def test_bad_settings_are_one_sentence(tmp_path: Path):
+    with pytest.raises(ValueError, match="credentials do not belong in params.yaml"):
+        Params.model_validate({"index": {"backend": "milvus", "uri": "https://user:secret@milvus.example:19530"}})
+    table, features = products(20, seed=6)
+    with pytest.raises(PipelineError, match="index.kind = ivfpq is not built by Milvus Lite"):
+        stored(table, features, tmp_path, IndexParams(backend="milvus", kind="ivfpq"))
+    manifest, _ = sync(table, features, ["category"], IndexParams(backend="milvus"), Paths(tmp_path))
+    with pytest.raises(PipelineError, match=r"holds 20 entities, but the index at .* lists 19; run `dvc repro -f "
+                                            r"index` to sync it"):
+        MilvusVectors.open(manifest, Paths(tmp_path), table["name"].tolist()[:19])
