@@ -57,8 +57,9 @@ def demo(queries: int) -> None:
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[key].append(seconds * 1000)
     print(describe(torch.device("cpu")))
-    print(f"demo gallery: {len(engine.gallery)} images, {engine.description['backend']} {engine.description['kind']} index, "
-          f"{engine.model.arch}, {queries} queries, torch threads {torch.get_num_threads()}\n")
+    kind = f"{engine.description['backend']} {engine.description['kind']}"
+    print(f"demo gallery: {len(engine.gallery)} images, {kind} index, {engine.model.arch}, {queries} queries, "
+          f"torch threads {torch.get_num_threads()}\n")
     print("| what | p50 ms | p95 ms |\n|---|---|---|")
     print(f"| one query, end to end | {percentile(total, 50):.1f} | {percentile(total, 95):.1f} |")
     for key, values in parts.items():

@@ -1,6 +1,6 @@
 """The typed search API on a small real index (tests/support/search_fixture.py), its vectors in FAISS and in Milvus
-Lite: three kinds of query, filters, JSON and form bodies, the OpenAPI schema, images refused by their header's pixel count, and concurrent queries answered
-in batches with the answers one by one would give."""
+Lite: three kinds of query, filters, JSON and form bodies, the OpenAPI schema, images refused by their header's
+pixel count, and concurrent queries answered in batches with the answers one by one would give."""
 
 from __future__ import annotations
 

@@ -244,7 +244,8 @@ def expression(conditions: list[Condition], layout: list[dict]) -> str:
     for condition in conditions:
         field = fields[condition.column]
         if condition.op in ("<", "<=", ">", ">="):
-            parts.append(f"({field['set']} == true and {field['number']} {condition.op} {float(condition.values[0])!r})")
+            bound = float(condition.values[0])
+            parts.append(f"({field['set']} == true and {field['number']} {condition.op} {bound!r})")
             continue
         if field["number"] and all(is_number(v) for v in condition.values):
             numbers = ", ".join(repr(float(v)) for v in condition.values)
