@@ -4,18 +4,26 @@ changes by product id (upserts and deletes, never a rebuild)."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.captioning.vllm_server import free_port
 from pipeline.config import IndexParams, Params
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
 from pipeline.search.engine import SearchEngine
 from pipeline.search.filters import GalleryFilter, parse_where
 from pipeline.search.milvus_index import MilvusVectors, sync
+from tests.support.search_fixture import rebuilt_with, shop_data
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -127,3 +135,74 @@ def test_bad_settings_are_one_sentence(tmp_path: Path):
     with pytest.raises(PipelineError, match=r"holds 20 entities, but the index at .* lists 19; run `dvc repro -f "
                                             r"index` to sync it"):
         MilvusVectors.open(manifest, Paths(tmp_path), table["name"].tolist()[:19])
+
+
+@pytest.fixture
+def milvus_server(tmp_path: Path):
+    """`milvus-lite server` on a loopback port: the same client path a Milvus cluster's URL takes."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir",
+                               str(tmp_path / "milvus-data"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("milvus-lite server did not start within 60 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_milvus_server_serves_one_process_while_another_indexes(shop_search_root: Path, shop_catalogue: Path,
+                                                                  milvus_server: str, tmp_path: Path):
+    """With a Milvus Lite file one process at a time holds the gallery; with a server, a running search and a
+    re-index share it (the server's URL is what a cluster's would be; the token comes from the environment)."""
+    settings = IndexParams(backend="milvus", uri=milvus_server)
+    root = rebuilt_with(shop_search_root, tmp_path / "root", shop_data(shop_catalogue), settings)
+    engine = SearchEngine.open(Paths(root))  # held open, as `fashion-cir serve` holds it
+    again = subprocess.run([sys.executable, "-c", REINDEX, str(root), str(shop_catalogue), milvus_server],
+                           capture_output=True, text=True, env={**os.environ, "MILVUS_TOKEN": "root:Milvus"})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout.splitlines()[-1]) == {"upserted": 0, "deleted": 0, "recreated": 0}
+    answer = subprocess.run([sys.executable, "-m", "pipeline.cli", "search", "--root", str(root), "--text",
+                             "a red dress", "--json"], capture_output=True, text=True)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    names = [hit["name"] for hit in json.loads(answer.stdout)[0]["hits"]]
+    assert names == [hit.name for hit in engine.search(None, "a red dress", 10).hits]
+
+    local = Params(index=IndexParams(backend="milvus", uri=str(tmp_path / "held.db")))
+    holder = stored(*products(10, seed=8), tmp_path, local.index)  # this process holds the file
+    held = subprocess.run([sys.executable, "-c", OPEN_LOCAL, str(tmp_path / "held.db")], capture_output=True,
+                          text=True)
+    assert "one process at a time can hold it" in held.stdout, held.stdout + held.stderr[-2000:]
+    holder.client.close()
+
+
+REINDEX = """
+import json, sys
+from pipeline.config import GalleryParams, IndexParams, Params
+from pipeline.paths import Paths
+from pathlib import Path
+from pipeline.search import index
+from tests.support.search_fixture import shop_data
+root, shop, uri = sys.argv[1:]
+params = Params(data=shop_data(shop), gallery=GalleryParams(root=shop), index=IndexParams(backend="milvus", uri=uri))
+report = index.run(params, Paths(Path(root)))
+print(json.dumps({key: report[key] for key in ("upserted", "deleted", "recreated")}))
+"""
+
+OPEN_LOCAL = """
+import sys
+from pipeline.errors import PipelineError
+from pipeline.search.milvus_index import connect
+try:
+    connect(sys.argv[1])
+except PipelineError as error:
+    print(error)
+"""

@@ -66,7 +66,11 @@ def connect(uri: str):  # -> pymilvus.MilvusClient (imported here: only this bac
     try:
         return MilvusClient(uri=uri, token=os.environ.get(TOKEN_VARIABLE, ""))
     except Exception as error:  # pymilvus raises its own and grpc's exceptions
-        raise PipelineError(f"could not open Milvus at {uri} (index.uri): {_reason(error)}.") from None
+        if SERVER_URI.match(uri):
+            raise PipelineError(f"could not reach Milvus at {uri} (index.uri): {_reason(error)}.") from None
+        raise PipelineError(f"could not open the Milvus Lite file {uri} (index.uri): {_reason(error)}; one process "
+                            f"at a time can hold it (is `fashion-cir serve` running?): to search while indexing, "
+                            f"run `milvus-lite server --data-dir <folder>` and set index.uri to its URL.") from None
 
 
 def _reason(error: Exception) -> str:
@@ -82,8 +86,8 @@ def field_layout(gallery: pd.DataFrame, columns: list[str]) -> list[dict]:
              "set": f"s{i}" if column in numeric else None} for i, column in enumerate(columns)]
 
 
-def _entities(gallery: pd.DataFrame, features: np.ndarray, layout: list[dict]) -> list[dict]:
-    """One entity per gallery row, with the `key` digest that says whether a stored entity is still current."""
+def _scalars(gallery: pd.DataFrame, layout: list[dict]) -> dict[str, list]:
+    """field -> one value per gallery row, for every filterable field of the layout."""
     columns: dict[str, list] = {}
     for field in layout:
         values = gallery[field["column"]]
@@ -92,13 +96,21 @@ def _entities(gallery: pd.DataFrame, features: np.ndarray, layout: list[dict]) -
             numbers = numeric_columns(gallery[[field["column"]]])[field["column"]]
             columns[field["set"]] = numbers.notna().tolist()
             columns[field["number"]] = numbers.fillna(0.0).astype(float).tolist()
-    entities = []
-    for i, name in enumerate(gallery["name"].astype(str)):
-        entity = {"name": name, "vector": features[i].tolist(), **{f: values[i] for f, values in columns.items()}}
-        scalars = json.dumps({f: entity[f] for f in columns}, sort_keys=True).encode()
-        entity["key"] = hashlib.blake2b(features[i].tobytes() + scalars, digest_size=16).hexdigest()
-        entities.append(entity)
-    return entities
+    return columns
+
+
+def _keys(features: np.ndarray, scalars: dict[str, list]) -> list[str]:
+    """Per gallery row, a digest of everything its entity holds: what says whether a stored entity is current."""
+    fields = sorted(scalars)
+    return [hashlib.blake2b(features[i].tobytes() + json.dumps([scalars[f][i] for f in fields]).encode(),
+                            digest_size=16).hexdigest() for i in range(len(features))]
+
+
+def _entities(rows: list[int], names: list[str], features: np.ndarray, scalars: dict[str, list], keys: list[str]
+              ) -> list[dict]:
+    """The entities of some gallery rows, built only when they are sent (a vector as a list of floats is large)."""
+    return [{"name": names[i], "vector": features[i].tolist(), "key": keys[i],
+             **{field: values[i] for field, values in scalars.items()}} for i in rows]
 
 
 def _schema(dimension: int, layout: list[dict]):
@@ -158,11 +170,12 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
     try:
         spec, created = _ensure_collection(client, collection, features.shape[1], layout, settings, len(names))
         stored = {} if created else _stored_keys(client, collection)
-        entities = _entities(gallery, features, layout)
-        changed = [e for e in entities if stored.get(e["name"]) != e["key"]]
+        scalars = _scalars(gallery, layout)
+        keys = _keys(features, scalars)
+        changed = [i for i, (name, key) in enumerate(zip(names, keys, strict=True)) if stored.get(name) != key]
         gone = sorted(set(stored) - set(names))
         for start in tqdm(range(0, len(changed), BATCH), desc="milvus upsert", unit="batch", mininterval=2):
-            client.upsert(collection, changed[start:start + BATCH])
+            client.upsert(collection, _entities(changed[start:start + BATCH], names, features, scalars, keys))
         for start in range(0, len(gone), BATCH):
             client.delete(collection, ids=gone[start:start + BATCH])
         client.flush(collection)
