@@ -120,7 +120,7 @@ class Paths:
 
     @property
     def gallery_cache(self) -> Path:
-        """The gallery's persistent caption and feature cache (a DVC output that is never cleaned up)."""
+        """The gallery's persistent caption and feature cache (not a DVC output: it accumulates across runs)."""
         return self.gallery_dir / "cache.sqlite"
 
     @property

@@ -27,6 +27,7 @@ SHOP_PARAMS = {
              "catalog": {"image_column": "id", "category_column": "subCategory", "title_column": "productDisplayName",
                          "split_column": "", "attribute_columns": ["gender", "baseColour", "season", "usage",
                                                                    "articleType"], "val_fraction": 0.25}},
+    "gallery": {"root": "datasets/products"},
     "triplets": {"generated_per_category": 150, "generated_val_per_category": 40},
     "stage1": {"epochs": 5, "batch_size": 64},
     "stage2": {"epochs": 3, "batch_size": 64, "static_negatives": 64},
