@@ -34,7 +34,8 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
     model = {"arch": "fciq-tiny", "pretrained": str(clip_checkpoint), "preprocess": "targetpad",
              "target_ratio": 1.25}
     data = {"source": "fashioniq", "root": str(dataset), "categories": ["dress", "toptee"]}
-    root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "data": data, "gallery": {"root": str(dataset)}, "model": model})
+    gallery = {"root": str(dataset)}
+    root = tiny_copy(tmp_path / "repo", {**TINY_PARAMS, "data": data, "gallery": gallery, "model": model})
     result = run(["dvc", "repro"], root, env=warm_stages)
     assert ran(result.stdout) == ALL_STAGES
 
@@ -57,7 +58,8 @@ def test_cirr_download_runs_through_the_dag_and_writes_test_server_files(tmp_pat
                                                                          warm_stages: dict):
     annotations = cirr_download(tiny_catalogue, tmp_path / "cirr_dataset")
     # CIRR ships no attribute tags, so the catalog backend writes no captions: stage 2 starts from the base model.
-    params = {**TINY_PARAMS, "data": {"source": "cirr", "root": str(annotations)}, "gallery": {"root": str(annotations)},
+    params = {**TINY_PARAMS, "data": {"source": "cirr", "root": str(annotations)},
+              "gallery": {"root": str(annotations)},
               "stage1": {**TINY_PARAMS["stage1"], "epochs": 0}}
     root = tiny_copy(tmp_path / "repo", params)
     result = run(["dvc", "repro"], root, env=warm_stages)
