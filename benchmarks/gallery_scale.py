@@ -47,7 +47,7 @@ TEXTS = ["a red dress", "a striped shirt", "a black top with long sleeves", "is 
 
 def generated_products(images: Path, n: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
     """n distinct small images written under `images`, their products table rows, and their content keys."""
-    from pipeline.data.store import content_digest
+    from pipeline.data.digests import content_digest
 
     rng = np.random.default_rng(seed)
     rows, keys = [], []

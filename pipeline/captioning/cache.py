@@ -15,19 +15,23 @@ from pathlib import Path
 
 from pipeline.captioning.attributes import Attributes
 from pipeline.captioning.base import Caption
+from pipeline.data.digests import FileDigests
 
 
-def content_key(path: str | Path, input_key: str = "") -> str:
-    """sha256 of the image bytes, plus whatever else the backend's output depends on (see Captioner.input_key)."""
-    digest = hashlib.sha256(Path(path).read_bytes())
-    if input_key:
-        digest.update(b"\0" + input_key.encode())
-    return digest.hexdigest()
+def caption_key(content: str, input_key: str = "") -> str:
+    """The image's content digest (pipeline/data/digests.py), combined with whatever else the backend's output
+    depends on (see Captioner.input_key); "" for an image that could not be read."""
+    if not content or not input_key:
+        return content
+    return hashlib.sha256(f"{content}\0{input_key}".encode()).hexdigest()
 
 
 class CaptionCache:
+    """Captions by content, and (`files`) the content digest of each image file seen, by size and mtime."""
+
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.files = FileDigests(path)
         self._db = sqlite3.connect(str(path))
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS captions (content_key TEXT, signature TEXT, attributes TEXT, raw TEXT,"
@@ -60,4 +64,5 @@ class CaptionCache:
         return self._db.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
 
     def close(self) -> None:
+        self.files.close()
         self._db.close()

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pipeline.captioning.backends import build_captioner
 from pipeline.captioning.base import Caption, Captioner, CaptionFailure, ImageToCaption
-from pipeline.captioning.cache import CaptionCache, content_key
+from pipeline.captioning.cache import CaptionCache, caption_key
 from pipeline.config import Params
 from pipeline.data import open_dataset
 from pipeline.data.images import open_rgb
@@ -32,8 +32,8 @@ def caption_images(
     signature = captioner.signature
     items = [ImageToCaption(name, category, Path(path), tuple(tags.get(name, ())))
              for name, category, path in zip(images["name"], images["category"], images["path"], strict=True)]
-    digests = [content_key(item.path, captioner.input_key(item))
-               for item in tqdm(items, desc="hash", unit="img", mininterval=2)]
+    contents = cache.files.of([str(item.path) for item in items])
+    digests = [caption_key(content, captioner.input_key(item)) for content, item in zip(contents, items, strict=True)]
     cached = cache.get_many(digests, signature)
     counts: Counter[str] = Counter(images=len(images), cached=sum(d in cached for d in digests))
 

@@ -31,12 +31,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.data.digests import content_digest, file_signature
 from pipeline.data.images import open_rgb
 from pipeline.errors import PipelineError
 from pipeline.io import write_json, write_parquet
 
 Loader = Callable[[Image.Image], torch.Tensor]
-BATCH = 64    # images per DataLoader batch
+BATCH = 64    # images per DataLoader batch unless the caller says
 CHUNK = 2048  # images between progress records
 
 
@@ -44,19 +45,6 @@ def decode_file(path: str, loader: Loader) -> torch.Tensor | None:
     """uint8 [3, H, W], or None for a file Pillow cannot read."""
     image = open_rgb(path)
     return None if image is None else loader(image)
-
-
-def content_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def file_signature(path: str) -> tuple[int, int]:
-    """(size, modification time in ns): what tells cheaply that a file may have changed; (-1, -1) if it is gone."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return -1, -1
-    return stat.st_size, stat.st_mtime_ns
 
 
 class _Files(torch.utils.data.Dataset):
@@ -84,12 +72,13 @@ def _single_thread(_: int) -> None:
     torch.set_num_threads(1)  # the workers already use every core between them
 
 
-def decode_files(paths: Sequence[str], loader: Loader, workers: int, desc: str = "decode"):
-    """Yield (uint8 [b, 3, H, W], decodable [b], content digests [b]) batches of `paths` in order, decoded by
-    `workers` processes (0 = one per core)."""
+def decode_files(paths: Sequence[str], loader: Loader, workers: int, desc: str = "decode",
+                 batch_size: int | None = None):
+    """Yield (uint8 [b, 3, H, W], decodable [b], content digests [b]) batches of `paths` in order, b at most
+    `batch_size` (BATCH if None), decoded by `workers` processes (0 = one per core)."""
     shape = tuple(loader(Image.new("RGB", (8, 8))).shape)
     workers = workers or os.cpu_count() or 1
-    batches = DataLoader(_Files(paths, loader, shape), batch_size=BATCH, num_workers=workers,
+    batches = DataLoader(_Files(paths, loader, shape), batch_size=batch_size or BATCH, num_workers=workers,
                          worker_init_fn=_single_thread, persistent_workers=False)
     with tqdm(total=len(paths), desc=desc, unit="img", mininterval=2) as progress:
         for pixels, ok, digests in batches:

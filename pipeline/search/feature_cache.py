@@ -13,10 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.digests import FileDigests
+
 
 class FeatureCache:
+    """Features by content and model, and (`files`) the content digest of each image file seen, by size and mtime."""
+
     def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.files = FileDigests(path)
         self._db = sqlite3.connect(str(path))
         self._db.execute("CREATE TABLE IF NOT EXISTS features (content_key TEXT, signature TEXT, vector BLOB, "
                          "PRIMARY KEY (content_key, signature))")
@@ -46,4 +51,5 @@ class FeatureCache:
         return self._db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
 
     def close(self) -> None:
+        self.files.close()
         self._db.close()

@@ -9,7 +9,8 @@ Two kinds of gallery (`gallery.root`):
                         them), which a shop changes daily: its images are captioned here with `caption.*`'s backend
                         through the gallery's own cache, so only new images reach the captioner
 
-Either way each image file is keyed by its content; the features the cache lacks for this model are decoded and
+Either way each image file is keyed by its content (read again only when its size or modification time changed,
+pipeline/data/digests.py); the features the cache lacks for this model are decoded and
 encoded here, the rest are read back (data/gallery/cache.sqlite, both caches in one file). So the `index` stage
 after 50 products were added encodes 50 images, whatever the gallery's size, and never runs a training stage: its
 DVC dependencies are the gallery folder and the trained model, not the training data.
@@ -24,14 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from pipeline.captioning.backends import build_captioner
 from pipeline.captioning.cache import CaptionCache
 from pipeline.captioning.caption import caption_images
 from pipeline.config import Params
 from pipeline.data.catalog import Catalog
-from pipeline.data.store import content_digest, decode_files
+from pipeline.data.store import decode_files
 from pipeline.errors import PipelineError
 from pipeline.models.preprocessing import image_loader, preprocessing
 from pipeline.models.retrieval import RetrievalModel
@@ -97,27 +97,23 @@ def feature_signature(model: RetrievalModel, checkpoint_digest: str) -> str:
     return hashlib.sha256(description.encode()).hexdigest()[:16]
 
 
-def _content_key(path: str) -> str:
-    try:
-        return content_digest(Path(path).read_bytes())
-    except OSError:
-        return ""
-
-
 @torch.no_grad()
 def gallery_features(model: RetrievalModel, gallery: pd.DataFrame, cache: FeatureCache, signature: str,
-                     runtime: Runtime, workers: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
+                     runtime: Runtime, workers: int, batch_size: int
+                     ) -> tuple[pd.DataFrame, np.ndarray, dict[str, int]]:
     """The gallery's rows whose image could be decoded, their features [N, D] in that order, and how many images
-    were encoded now and read from the cache. Each batch of new features is committed before the next."""
+    were encoded now and read from the cache. New images are encoded `batch_size` at a time, each batch committed
+    to the cache before the next."""
     model.eval()
-    keys = [_content_key(path) for path in tqdm(gallery["path"], desc="hash gallery", unit="img", mininterval=2)]
+    keys = cache.files.of(gallery["path"].tolist(), desc="hash gallery")
     distinct = sorted({key for key in keys if key})
     found = cache.get_many(distinct, signature)
     reused = len(found)
     todo = {key: path for key, path in zip(keys, gallery["path"], strict=True) if key and key not in found}
     loader, encoded = image_loader(preprocessing(model)), 0
     if todo:
-        for pixels, ok, digests in decode_files(list(todo.values()), loader, workers, desc="encode new images"):
+        for pixels, ok, digests in decode_files(list(todo.values()), loader, workers, desc="encode new images",
+                                                  batch_size=batch_size):
             if not ok.any():
                 continue
             with runtime.autocast():

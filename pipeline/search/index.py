@@ -51,7 +51,7 @@ def run(params: Params, paths: Paths) -> dict[str, object]:
     cache = FeatureCache(paths.gallery_cache)
     try:
         gallery, features, encoded = gallery_features(model, gallery, cache, feature_signature(model, digest),
-                                                      runtime, params.compute.workers)
+                                                      runtime, params.compute.workers, settings.batch_size)
     finally:
         cache.close()
     description = {"model": digest, "checkpoint": str(paths.stage2_dir), "arch": model.arch,
