@@ -25,7 +25,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "zero-shot static model (no training)": {"stage1.epochs": 0, "stage2.epochs": 0},
     "no hard negatives (negatives.k=0)": {"negatives.k": 0},
     "query-anchored hard negatives (negatives.anchor=query)": {"negatives.anchor": "query"},
-    "hard negatives re-mined every epoch (stage2.remine_every=1)": {"stage2.remine_every": 1},
+    "query-anchored, mined again every epoch (negatives.anchor=query, stage2.remine_every=1)":
+        {"negatives.anchor": "query", "stage2.remine_every": 1},
     "no static negatives (stage2.static_negatives=0)": {"stage2.static_negatives": 0},
     "no generated triplets (triplets.generated_per_category=0)": {"triplets.generated_per_category": 0},
     "sum composition (stage2.composition=sum)": {"stage2.composition": "sum"},

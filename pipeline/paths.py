@@ -101,6 +101,11 @@ class Paths:
         return self.root / "metrics/eval.json"
 
     @property
+    def eval_context(self) -> Path:
+        """Each recall beside its chance level, gallery size and the stage-1 model's (evaluation/context.py)."""
+        return self.root / "metrics/eval_context.json"
+
+    @property
     def recall_curve(self) -> Path:
         return self.root / "plots/recall_at_k.json"
 

@@ -1,16 +1,16 @@
-"""DVC stage `evaluate`: recall of the stage-2 model on the val split, by the benchmark's protocol
-(pipeline/evaluation/evaluate.py)."""
+"""DVC stage `evaluate`: recall of the stage-2 model on the val split, by the benchmark's protocol, beside its
+chance level and the stage-1 model's (pipeline/evaluation/evaluate.py)."""
 
 from pipeline.config import stage_params
 from pipeline.errors import run_stage
 from pipeline.evaluation import evaluate
+from pipeline.evaluation.context import context_line
 from pipeline.paths import Paths
 
 
 def main() -> None:
-    summary = evaluate.run(stage_params("evaluate"), Paths())
-    headline = summary.get("average", summary)
-    print("evaluate: " + "  ".join(f"{name} {value:.2f}" for name, value in headline.items()))
+    params = stage_params("evaluate")
+    print(context_line(params.data.source, evaluate.run(params, Paths())))
 
 
 if __name__ == "__main__":

@@ -59,11 +59,3 @@ def test_k_zero_mines_nothing():
 def test_unknown_index_kind_is_one_sentence():
     with pytest.raises(PipelineError, match="index kind 'annoy' is not allowed: use flat, hnsw, ivf"):
         build_index(np.eye(2, dtype=np.float32), "annoy")
-
-
-def test_mining_anchors_on_the_composed_query_or_on_the_target():
-    from pipeline.negatives.hard import mining_queries
-
-    reference, text, target = np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]]), np.array([[0.6, 0.8]])
-    assert np.allclose(mining_queries("query", reference, text, target), [[2 ** -0.5, 2 ** -0.5]])
-    assert np.array_equal(mining_queries("target", reference, text, target), target)

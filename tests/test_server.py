@@ -5,6 +5,7 @@ reachable only by gallery name, and an oversized upload is refused without being
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -224,3 +225,34 @@ def test_unknown_pages_and_methods_are_json(client: TestClient):
     assert missing.status_code == 404 and "error" in missing.json()
     wrong = client.get("/api/search")
     assert wrong.status_code == 405 and "error" in wrong.json()
+
+
+def test_the_page_code_is_served_revalidated_and_never_sniffed(client: TestClient):
+    served = client.get("/static/app.js")
+    assert served.headers["cache-control"] == "no-cache" and served.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/static/app.js", headers={"if-none-match": served.headers["etag"]}).status_code == 304
+
+
+def test_recall_in_context_is_served_with_the_stage1_baseline_and_chance(client: TestClient, search_root: Path):
+    answer = client.get("/api/recall").json()
+    assert answer["available"] is True and answer["small_chance_r10"] == 50.0
+    context = answer["context"]
+    assert context == json.loads(Paths(search_root).eval_context.read_text())
+    categories = [name for name in context if name != "average"]
+    assert sorted(categories) == ["dress", "shirt", "toptee"]
+    for name in categories:
+        assert context[name]["gallery"] > 0 and 0 < context[name]["chance"]["R@10"] <= 100
+        assert set(context[name]["stage1_sum"]) == {"R@10", "R@50"}
+
+
+def test_without_an_evaluation_or_plots_the_page_says_what_to_run(engine: SearchEngine, tmp_path: Path):
+    client = TestClient(create_app(Paths(tmp_path), engine))
+    recall = client.get("/api/recall").json()
+    assert recall["available"] is False and "run `dvc repro`" in recall["message"]
+    missing = client.get("/training/")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "no training plots here; run `fashion-cir plots` (after `dvc repro`)."}
+    Paths(tmp_path).plots_report.mkdir(parents=True)
+    (Paths(tmp_path).plots_report / "index.html").write_text("<html>plots</html>")
+    assert client.get("/training/").text == "<html>plots</html>"
+    assert client.get("/training/../../dvc.yaml").status_code == 404

@@ -1,5 +1,6 @@
 """The `evaluate` stage: recall of the stage-2 model on the val split by the benchmark's protocol
-(pipeline/evaluation/protocols.py) with the number of queries scored and dropped, the recall@K curve, every val
+(pipeline/evaluation/protocols.py) with the number of queries scored and dropped, each recall in context (chance
+level, gallery size, the stage-1 model's recall: pipeline/evaluation/context.py), the recall@K curve, every val
 query's top 10 (what `fashion-cir serve` shows) and a picture of a few of them (pipeline/evaluation/retrievals.py),
 and for CIRR the test-server files.
 
@@ -20,6 +21,7 @@ from pipeline.config import Params
 from pipeline.data.cirr import TEST_SPLIT as CIRR_TEST_SPLIT
 from pipeline.data.store import ImageStore
 from pipeline.errors import PipelineError
+from pipeline.evaluation.context import recall_context, stage1_sum_rankings
 from pipeline.evaluation.protocols import METRICS, Protocol, QuerySet, Ranking, cirr_submissions, top_results
 from pipeline.evaluation.retrievals import write_retrieval_grid
 from pipeline.features.encode import stored_image_features
@@ -62,6 +64,7 @@ def write_submissions(directory: Path, files: dict[str, dict[str, dict[str, obje
 
 
 def run(params: Params, paths: Paths) -> dict:
+    """Evaluate, write every output, and return metrics/eval_context.json's content (what the stage prints)."""
     settings, protocol, runtime = params.eval, params.data.source, Runtime.start(params.compute)
     model = load_checkpoint(paths.stage2_dir)
     runtime.prepare(model)
@@ -78,7 +81,10 @@ def run(params: Params, paths: Paths) -> dict:
     summary, curve = METRICS[protocol](rankings, settings.recall_ks)
     for key, value in query_counts(protocol, rankings, queries).items():
         summary[key] = {**summary[key], **value} if isinstance(value, dict) else value
+    stage1 = stage1_sum_rankings(rankings, paths.image_features, paths.query_features)
+    context = recall_context(protocol, rankings, summary, stage1)
     write_json(paths.eval_metrics, summary)
+    write_json(paths.eval_context, context)
     write_json(paths.recall_curve, curve)
     top = top_results(protocol, rankings)
     write_parquet(paths.val_rankings, pa.Table.from_pandas(top, preserve_index=False))
@@ -98,4 +104,4 @@ def run(params: Params, paths: Paths) -> dict:
             note = (f"{len(test[0].triplets)} {CIRR_TEST_SPLIT} pairs; upload each file to the CIRR evaluation "
                     f"server (https://cirr.cecs.anu.edu.au/).")
     write_submissions(paths.submissions, files, note)
-    return summary
+    return context

@@ -17,16 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.device import compute_device
-from pipeline.models.composition import normalised_sum
 from pipeline.search.faiss_index import build_index
-
-
-def mining_queries(anchor: str, reference: np.ndarray, text: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """What the index is searched with: the target's own feature, or the zero-shot composed query."""
-    if anchor == "target":
-        return target
-    return normalised_sum(torch.from_numpy(reference), torch.from_numpy(text)).numpy()
-
 
 QUERY_CHUNK = 1024  # the exact torch search scores QUERY_CHUNK x GALLERY_CHUNK pairs at a time (256 MiB in fp32)
 GALLERY_CHUNK = 65536

@@ -9,7 +9,9 @@ One static page (static/index.html, app.js, style.css; no CDN, works offline) ca
     GET  /api/filters         what can be filtered on: the category and a catalogue's columns, with their values
     GET  /api/gallery         the gallery, filtered (category, q: a substring of name or caption) and paged
     GET  /api/queries         the val queries as `evaluate` ranked them (Paths.val_rankings), failures first
+    GET  /api/recall          each val recall in context: gallery size, chance level, the stage-1 model's recall
     GET  /images/{name}       a gallery image's file, looked up by name only (never a path built from the request)
+    GET  /static/...          the page's code (Starlette's StaticFiles)
     GET  /training/           the training plots, offline (`fashion-cir plots`, rendered when the server starts)
     GET  /health              liveness, gallery size, whether rankings exist, how many queries were batched
     GET  /openapi.json        the API's schema
@@ -23,6 +25,7 @@ before it is decoded.
 from __future__ import annotations
 
 import asyncio
+import json
 import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -35,9 +38,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.types import Message, Receive
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope
 
 from pipeline.errors import PipelineError
+from pipeline.evaluation.context import SMALL_CHANCE_R10
 from pipeline.evaluation.plots import render_plots
 from pipeline.paths import Paths
 from pipeline.search.batching import MAX_BATCH, QueryBatcher
@@ -48,7 +54,6 @@ FORM_OVERHEAD_BYTES = 64 * 1024   # multipart boundaries, headers and the text f
 MAX_K = 100
 TOP = 10
 STATIC = Path(__file__).parent / "static"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 CACHE = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}  # gallery images
 FRESH = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}  # the page's code: revalidated
 
@@ -59,6 +64,28 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+class PageFiles(StaticFiles):
+    """Starlette's StaticFiles, with the headers of the page's own code: revalidated on every load (a new version
+    shows at once) and never type-sniffed."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(FRESH)
+        return response
+
+
+class TrainingPlots(PageFiles):
+    """The offline plots page (`fashion-cir plots`), a folder that may be written after the server starts."""
+
+    async def check_config(self) -> None:
+        """StaticFiles checks once that its folder exists; this one is checked on each request instead."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not Path(str(self.directory)).is_dir():
+            raise ApiError(404, "no training plots here; run `fashion-cir plots` (after `dvc repro`).")
+        return await super().get_response(path, scope)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -297,12 +324,6 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
-    @app.get("/static/{asset}", include_in_schema=False)
-    def static(asset: str) -> FileResponse:
-        if asset not in ASSETS:
-            raise ApiError(404, f"no static file {asset[:80]!r}.")
-        return FileResponse(STATIC / asset, media_type=ASSETS[asset], headers=FRESH)
-
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "images": len(engine.gallery), "rankings": paths.val_rankings.is_file(),
@@ -375,19 +396,17 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=media_type, headers=CACHE)
 
-    @app.get("/training/{name:path}", include_in_schema=False)
-    def training(name: str) -> FileResponse:
-        """The offline plots page (`fashion-cir plots`) and its files, looked up among the files it wrote."""
-        report = paths.plots_report
-        files = {p.relative_to(report).as_posix(): p for p in report.rglob("*") if p.is_file()} \
-            if report.is_dir() else {}
-        path = files.get(name or "index.html")
-        if path is None:
-            raise ApiError(404, "no training plots here; run `fashion-cir plots` (after `dvc repro`)." if not files
-                           else f"no plot file {name[:80]!r}.")
-        return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                            headers=FRESH)
+    @app.get("/api/recall")
+    def recall() -> dict[str, Any]:
+        """metrics/eval_context.json: each val recall beside its gallery size, chance level and the stage-1 model's."""
+        if not paths.eval_context.is_file():
+            return {"available": False, "message": f"There is no evaluation yet ({paths.eval_context} is missing): "
+                                                   f"run `dvc repro` to train and evaluate the model."}
+        return {"available": True, "small_chance_r10": SMALL_CHANCE_R10,
+                "context": json.loads(paths.eval_context.read_text())}
 
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
+    app.mount("/training", TrainingPlots(directory=paths.plots_report, html=True, check_dir=False), name="training")
     return app
 
 

@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 
 from pipeline.config import NegativesParams, Params, Stage2Params
+from pipeline.errors import PipelineError
 from pipeline.evaluation.protocols import QuerySet, headline
 from pipeline.features.table import read_features
 from pipeline.models.clip import load_checkpoint, save_checkpoint, tokenizer_for
 from pipeline.models.retrieval import RetrievalModel
 from pipeline.negatives.false_negatives import answer_groups
-from pipeline.negatives.hard import mine_hard_negatives
+from pipeline.negatives.mine import MiningGallery, mine_negatives
 from pipeline.paths import Paths
 from pipeline.runtime import Runtime, run_distributed
 from pipeline.training.loop import BatchLoss, open_live, train
@@ -65,8 +66,8 @@ def query_text_variants(triplets: pd.DataFrame) -> tuple[list[str], np.ndarray]:
 @dataclass
 class StaticBank:
     """Stage 2's frozen side, on the device: the training images' static features, their answer groups (images in
-    a target's group are never its negatives: pipeline/false_negatives.py) and, per triplet, the bank rows of its
-    reference and its target."""
+    a target's group are never its negatives: pipeline/negatives/false_negatives.py) and, per triplet, the bank
+    rows of its reference and its target."""
 
     features: torch.Tensor  # [N, D]
     answer_group: torch.Tensor  # [N]
@@ -74,24 +75,42 @@ class StaticBank:
     target: torch.Tensor  # [T]
 
 
+@dataclass
+class Remining:
+    """What stage 2 mines again with: the `mine` stage's rule and gallery (pipeline/negatives/mine.py), stage 2's
+    triplets, and the static-bank position of each gallery row."""
+
+    gallery: MiningGallery
+    triplets: pd.DataFrame
+    to_bank: np.ndarray  # [N]
+    settings: NegativesParams
+    seed: int
+
+    @classmethod
+    def build(cls, images: pd.DataFrame, features: np.ndarray, captions: pd.DataFrame, triplets: pd.DataFrame,
+              position: dict[str, int], settings: NegativesParams, seed: int) -> Remining:
+        gallery = MiningGallery.build(images, features, captions, settings.false_negatives)
+        return cls(gallery, triplets, gallery.images["name"].map(position).to_numpy(), settings, seed)
+
+
 class HardNegatives:
-    """Each triplet's mined negatives [T, k] for the epoch being trained: the `mine` stage's (searched with the
-    base model's zero-shot queries), and with `stage2.remine_every: N` searched again every N epochs with the
-    model in training (its composed queries against the static bank, FAISS as in `mine`), so that they stay the
-    images this model confuses with the target rather than those the base model did. None before
+    """Each triplet's mined negatives [T, k] for the epoch being trained: the `mine` stage's (searched around the
+    target or the stage-1 model's zero-shot query), and with `stage2.remine_every: N` searched again every N epochs
+    by the same rule (pipeline/negatives/mine.py) around the model in training's own composed query, so that they
+    stay the images this model confuses with the target rather than those the base model did. None before
     `stage2.hard_negatives_from_epoch` (coarse negatives only)."""
 
     def __init__(self, offline: torch.Tensor, model: RetrievalModel, query_tokens: torch.Tensor, bank: StaticBank,
-                 negatives: NegativesParams, schedule: Stage2Params, seed: int, runtime: Runtime):
+                 remining: Remining, schedule: Stage2Params, runtime: Runtime):
         self.current, self.model, self.query_tokens, self.bank = offline, model, query_tokens, bank
-        self.negatives, self.schedule, self.seed, self.runtime = negatives, schedule, seed, runtime
+        self.remining, self.schedule, self.runtime = remining, schedule, runtime
         self.mined_at = 0
 
     def for_epoch(self, epoch: int) -> torch.Tensor:
         if epoch < self.schedule.hard_negatives_from_epoch:
             return self.current[:, :0]
         every = self.schedule.remine_every
-        if every and self.negatives.k and epoch // every > self.mined_at // every:
+        if every and self.remining.settings.k and epoch // every > self.mined_at // every:
             self.current, self.mined_at = self._remine(), epoch
         return self.current
 
@@ -104,8 +123,8 @@ class HardNegatives:
 
     @torch.no_grad()
     def _remine(self, batch_size: int = 1024) -> torch.Tensor:
-        """The k bank rows nearest each triplet's composed query (validation text form, dropout off), not its
-        target: every rank computes the same set."""
+        """Each triplet's negatives around the model's composed query (validation text form, dropout off), as
+        bank positions: every rank computes the same set."""
         training = self.model.training
         self.model.eval()
         with self.runtime.autocast():
@@ -113,10 +132,10 @@ class HardNegatives:
                               for start in range(0, len(self.query_tokens), batch_size)])
             query = self.model.compose(self.bank.features[self.bank.reference], text).float()
         self.model.train(training)
-        found, _ = mine_hard_negatives(query.cpu().numpy(), self.bank.features.cpu().numpy(),
-                                       self.bank.target.cpu().numpy(), self.negatives.k, self.negatives.index,
-                                       self.negatives.max_target_similarity, self.seed,
-                                       self.bank.answer_group.cpu().numpy())
+        remining = self.remining
+        rows, _, _ = mine_negatives(remining.gallery, remining.triplets, query.cpu().numpy(), remining.settings,
+                                    remining.seed)
+        found = np.where(rows >= 0, remining.to_bank[np.maximum(rows, 0)], -1)
         return torch.from_numpy(found).to(self.bank.features.device)
 
 
@@ -156,6 +175,11 @@ def train_stage2(params: Params, runtime: Runtime, paths: Paths) -> None:
 
 def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalModel, int]:
     settings, negatives, device = params.stage2, params.negatives, runtime.device
+    if settings.remine_every and negatives.anchor == "target":
+        raise PipelineError(f"stage2.remine_every = {settings.remine_every} mines again around the model's composed "
+                            f"query, but negatives.anchor = 'target' mines around the target, whose frozen static "
+                            f"feature finds the same negatives every time; set negatives.anchor to 'query', or "
+                            f"stage2.remine_every to 0.")
     model = load_checkpoint(paths.stage1_dir)
     torch.manual_seed(params.seed + 1)
     model.set_composition(settings.composition)
@@ -182,8 +206,9 @@ def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalMod
     offline = hard_negative_indices(triplets, pd.read_parquet(paths.negatives), position, negatives.k).to(device)
     texts, variants = query_text_variants(triplets)
     tokens = tokenizer(texts).to(device)
-    hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], bank, negatives,
-                         settings, params.seed, runtime)
+    remining = Remining.build(images, features, captions, triplets, position, negatives, params.seed)
+    hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], bank, remining,
+                         settings, runtime)
     batch_loss = composed_query_loss(encoder, model, tokens, variants, bank, hard, settings, runtime)
 
     is_val = (images["split"] == "val").to_numpy()

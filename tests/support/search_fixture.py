@@ -1,10 +1,11 @@
 """A small, real search setup without DVC: what `fashion-cir search` and `serve` read, built in seconds.
 
-The tiny demo catalogue goes through the real stage functions (caption, triplets, decode, index) under a temporary
-`Paths` root; the stage-2 checkpoint is an UNTRAINED model (the server's behaviour does not depend on the weights,
-and training would take minutes). The val rankings (`Paths.val_rankings`, the schema of
-pipeline/evaluation/protocols.py's `top_results`) are computed with the search engine itself: each val triplet's
-reference and relative text, searched over the whole gallery, gives its top 10 and its target's rank.
+The tiny demo catalogue goes through the real stage functions (caption, triplets, decode, embed, index, evaluate)
+under a temporary `Paths` root; the stage-1 and stage-2 checkpoints are one UNTRAINED model (the server's
+behaviour does not depend on the weights, and training would take minutes). The val rankings
+(`Paths.val_rankings`, the schema of pipeline/evaluation/protocols.py's `top_results`) are computed with the
+search engine itself: each val triplet's reference and relative text, searched over the whole gallery, gives its
+top 10 and its target's rank.
 
 tests/conftest.py registers it as a plugin; the fixture `search_root` is
 built once per session and shared by every module that asks for it.
@@ -29,10 +30,13 @@ TOP = 10
 
 
 def build_search_root(root: Path, data: DataParams) -> Paths:
-    """Caption, triplets, decode, an untrained stage-2 checkpoint, the index and the val rankings under `root`."""
+    """Caption, triplets, decode, one untrained checkpoint as stage 1 and stage 2, its static features, the index,
+    the metrics and their context (as `evaluate` writes them) and the engine's val rankings under `root`."""
     # torch and open_clip load here, when a test first needs the setup, not while pytest collects
     from pipeline.captioning import caption
     from pipeline.data import decode
+    from pipeline.evaluation import evaluate
+    from pipeline.features import embed
     from pipeline.models.clip import create_model, save_checkpoint
     from pipeline.search import index
     from pipeline.triplets import triplets
@@ -40,8 +44,11 @@ def build_search_root(root: Path, data: DataParams) -> Paths:
     params, paths = Params(data=data, gallery=GalleryParams(root=data.root)), Paths(root)
     for stage in (caption, triplets, decode):
         stage.run(params, paths)
-    save_checkpoint(paths.stage2_dir, create_model(ModelParams(), seed=0))
-    index.run(params, paths)
+    model = create_model(ModelParams(), seed=0)
+    save_checkpoint(paths.stage1_dir, model)
+    save_checkpoint(paths.stage2_dir, model)
+    for stage in (embed, index, evaluate):
+        stage.run(params, paths)
     write_val_rankings(paths)
     return paths
 

@@ -65,7 +65,10 @@ function showView() {
   $("#view-queries").hidden = view !== "queries";
   $("#nav-search").classList.toggle("active", view === "search");
   $("#nav-queries").classList.toggle("active", view === "queries");
-  if (view === "queries") loadQueries();
+  if (view === "queries") {
+    loadRecall();
+    loadQueries();
+  }
 }
 
 // ---- gallery -----------------------------------------------------------------------------------------------
@@ -206,6 +209,62 @@ function drawResults(answer) {
     {text: `#${hit.rank}`, className: "rank"}, {text: hit.category}, {text: hit.score.toFixed(3)}],
     {className: "hit", title: `score ${hit.score}`}));
   $("#results").replaceChildren(...cards, ...hits);
+}
+
+// ---- recall in context -------------------------------------------------------------------------------------
+// Each category's recall beside its gallery size, the chance level of its gallery and the stage-1 model's recall
+// (metrics/eval_context.json); a category whose chance R@10 reaches the server's threshold is marked.
+const pct = (value) => value.toFixed(1);
+
+function recallRow(label, row, {small = false, className = ""} = {}) {
+  const cells = [el("th", {scope: "row"}, small ? [label, " ", el("span", {className: "small-mark"}, "small gallery")]
+                                                : label),
+                 el("td", {}, row.gallery ?? `${row.categories} categories`),
+                 el("td", {}, row.queries),
+                 el("td", {className: "model"}, pct(row["R@10"])), el("td", {}, pct(row.stage1_sum["R@10"])),
+                 el("td", {}, pct(row.chance["R@10"])),
+                 el("td", {className: "model"}, pct(row["R@50"])), el("td", {}, pct(row.stage1_sum["R@50"])),
+                 el("td", {}, pct(row.chance["R@50"]))];
+  const tr = el("tr", {className: `${className} ${small ? "small" : ""}`}, cells);
+  tr.dataset.category = label;
+  return tr;
+}
+
+// `context` is metrics/eval_context.json: categories and their averages, or one split's block (CIRR).
+function recallTable(context, threshold) {
+  if (!context.average) context = {val: context, average: {}};
+  const categories = Object.keys(context).filter((name) => name !== "average");
+  const head = el("tr", {}, ["", "gallery", "queries", "R@10", "stage 1", "chance", "R@50", "stage 1", "chance"]
+    .map((text) => el("th", {scope: "col"}, text)));
+  const rows = categories.map((name) => recallRow(name, context[name], {small: context[name].small}));
+  const averages = [["macro average", "macro"], ["average over queries", "over_queries"],
+                    ["macro average, small galleries left out", "macro_without_small"]];
+  for (const [label, key] of averages) {
+    const average = context.average[key];
+    if (average && average.categories) rows.push(recallRow(label, average, {className: "average"}));
+  }
+  const small = categories.filter((name) => context[name].small);
+  const note = small.length
+    ? `Marked: chance R@10 is ${threshold}% or more, so their recall says little about the model.`
+    : `No gallery is small enough for chance to reach ${threshold}% at R@10.`;
+  return [el("h3", {}, "Recall in context"),
+          el("table", {id: "recall-table"}, [el("thead", {}, head), el("tbody", {}, rows)]),
+          el("p", {className: "legend"}, ["Stage 1: the warm-up model composing by the sum of its features, on the " +
+                                          "same queries. Chance: a random ranking. ", note])];
+}
+
+async function loadRecall() {
+  const box = $("#recall");
+  try {
+    const answer = await api("/api/recall");
+    if (!answer.available) {
+      box.replaceChildren(el("p", {className: "notice"}, answer.message));
+      return;
+    }
+    box.replaceChildren(...recallTable(answer.context, answer.small_chance_r10));
+  } catch (error) {
+    box.replaceChildren(el("p", {className: "status error"}, error.message));
+  }
 }
 
 // ---- validation queries ------------------------------------------------------------------------------------
