@@ -9,8 +9,9 @@ much memory it takes, at the demo's size, 10x and 100x, with the gallery in a FA
 For each size N and backend, in a fresh process: a catalogue folder of N products (distinct generated 16x16
 images, their features already in the gallery's cache, as after earlier runs: synthetic unit vectors of low
 intrinsic dimension, benchmarks/search.py's `embedding_like`) is indexed by the `index` stage's own function
-(`pipeline.search.index.run`: captions, content keys, cached features, the index); then 1,000 new products (real
-rendered garments, captioned, decoded and encoded by the trained model) are added and it runs again. Reported: the
+(`pipeline.search.index.run`: captions, content keys, cached features, the index) in a process of its own, as
+`dvc repro` runs it; then 1,000 new products (real rendered garments, captioned, decoded and encoded by the trained
+model) are added and it runs again in another. Reported: the
 first run (everything but the encoding), the run after the addition (what a shop waits for), query latency (text
 only and composed with a gallery reference, one at a time, k 10, exact search), and the process's peak memory.
 
@@ -81,8 +82,35 @@ def rendered_products(images: Path, n: int, work: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def in_a_process(target, *args):
+    """`target(*args, results)` in a fresh process (its peak memory its own); what it put on `results`."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=target, args=(*args, results))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"{target.__name__}{args[:2]} failed (exit status {process.exitcode}); its traceback is above")
+    return results.get(timeout=60)
+
+
+def index_once(params, root: Path, results: multiprocessing.Queue) -> None:
+    """The `index` stage's function once, in its own process as each `dvc repro` runs it: (seconds, its report,
+    peak memory in MB). Milvus Lite's file is then released as it is between two runs of the stage."""
+    import torch
+
+    from pipeline.paths import Paths
+    from pipeline.search import index
+
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    report = index.run(params, Paths(root))
+    results.put((time.perf_counter() - started, report, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
 def measure(size: int, backend: str, new: int, work: Path, results: multiprocessing.Queue) -> None:
-    """One size and backend, in its own process (so its peak memory is its own)."""
+    """One size and backend: the index built, then built again after `new` products, each in a process of its own
+    (index_once), then queries timed here."""
     import torch
 
     from pipeline.config import GalleryParams, IndexParams, Params
@@ -120,13 +148,9 @@ def measure(size: int, backend: str, new: int, work: Path, results: multiprocess
     params = Params(gallery=GalleryParams(root=str(catalogue)), index=settings)
 
     base.to_csv(catalogue / "products.csv", index=False)
-    started = time.perf_counter()
-    first = index.run(params, paths)
-    first_seconds = time.perf_counter() - started
+    first_seconds, first, first_rss = in_a_process(index_once, params, root)
     pd.concat([base, added], ignore_index=True).to_csv(catalogue / "products.csv", index=False)
-    started = time.perf_counter()
-    second = index.run(params, paths)
-    added_seconds = time.perf_counter() - started
+    added_seconds, second, second_rss = in_a_process(index_once, params, root)
     assert second["encoded"] == new, second
 
     engine = SearchEngine.open(paths)
@@ -142,7 +166,8 @@ def measure(size: int, backend: str, new: int, work: Path, results: multiprocess
                  "index_after_new_s": round(added_seconds, 1), "new": new, "encoded": second["encoded"],
                  "text_p50_ms": round(statistics.median(latencies["text"]), 1),
                  "composed_p50_ms": round(statistics.median(latencies["composed"]), 1),
-                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                 "peak_rss_mb": round(max(first_rss, second_rss,
+                                          resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
                  "first_report": first, "second_report": second})
 
 
@@ -245,14 +270,9 @@ def main() -> None:
         print(record)
         return
     rows = []
-    context = multiprocessing.get_context("spawn")
     for size in args.sizes:
         for backend in args.backends:
-            results = context.Queue()
-            process = context.Process(target=measure, args=(size, backend, args.new, args.work, results))
-            process.start()
-            record = results.get()
-            process.join()
+            record = in_a_process(measure, size, backend, args.new, args.work)
             append_result(args.out, {"machine": machine, "mode": "stage", **record})
             rows.append([record[k] for k in ("size", "backend", "first_index_s", "index_after_new_s",
                                              "text_p50_ms", "composed_p50_ms", "peak_rss_mb")])

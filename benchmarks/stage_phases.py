@@ -16,6 +16,13 @@ validate. A second in time is counted once: a phase's seconds are its own, witho
     dvclive   DVCLive's set-up and logging
     compile   torch.compile's own time (dynamo's count), taken out of compute
     compute   the rest of the stage's `main`: training steps, rendering, decoding, encoding, search, ranking
+
+Why not cProfile or torch.profiler: both time functions inside one interpreter once it is running. What a short DVC
+stage loses is mostly outside that: interpreter start-up, imports, CUDA's lazy start, DVCLive, checkpoint writes.
+This attributes every second of a stage's wall time, as DVC runs it, to one of these phases with nothing counted
+twice, so stage_times.py can put DVC's own share, start-up and the stage's compute side by side for every stage
+(benchmarks/RESULTS.md, "Where each stage's seconds go"); cProfile's overhead on the training loop would also inflate
+the compute it is compared with.
 """
 
 from __future__ import annotations
@@ -56,7 +63,8 @@ OPAQUE = {"validate", "dvclive"}  # phases that keep the time of what they call 
 class Clock:
     """Exclusive phase timing: the innermost running phase owns the time; an opaque phase owns all time inside."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Callable[[], float] = time.perf_counter) -> None:
+        self.timer = timer
         self.seconds: dict[str, float] = defaultdict(float)
         self.stack: list[list[Any]] = []  # [phase, started]
 
@@ -64,7 +72,7 @@ class Clock:
         def wrapper(*args, **kwargs):
             if self.stack and self.stack[-1][0] in OPAQUE:
                 return fn(*args, **kwargs)
-            now = time.perf_counter()
+            now = self.timer()
             if self.stack:
                 self.seconds[self.stack[-1][0]] += now - self.stack[-1][1]
             self.stack.append([phase, now])
@@ -72,7 +80,7 @@ class Clock:
                 return fn(*args, **kwargs)
             finally:
                 name, started = self.stack.pop()
-                now = time.perf_counter()
+                now = self.timer()
                 self.seconds[name] += now - started
                 if self.stack:
                     self.stack[-1][1] = now

@@ -8,9 +8,7 @@ from pipeline.paths import Paths
 
 
 def main() -> None:
-    summary = validate.run(stage_params("validate"), Paths())
-    counts = [f"{split} {n} images / {summary['pairs'][split]} pairs" for split, n in summary["images"].items()]
-    print(f"validate: {summary['source']} at {summary['root']}: " + ", ".join(counts))
+    print(validate.summary_line(validate.run(stage_params("validate"), Paths())))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from pipeline.captioning.attributes import attributes_from_tags
-from pipeline.config import CatalogParams
-from pipeline.data import PAIR_COLUMNS
+from pipeline.config import CatalogParams, DataParams, Params
+from pipeline.data import PAIR_COLUMNS, validate
 from pipeline.data.catalog import Catalog, split_by_seed
 from pipeline.errors import PipelineError
+from pipeline.paths import Paths
 from tests.conftest import REALDATA
 
 
@@ -110,6 +111,24 @@ def test_missing_image_files_are_counted_and_dropped(shop: Path):
     catalog = Catalog(shop, CatalogParams(), categories=[])
     assert first.stem not in set(catalog.products["name"])
     assert catalog.missing["images_missing"] == 1
+
+
+def test_every_row_left_out_is_counted_with_its_reason_and_printed_by_validate(shop: Path, tmp_path: Path):
+    table = pd.read_csv(shop / "products.csv", dtype=str, keep_default_na=False)
+    table.loc[:2, "category"] = " "  # three rows with no category
+    table.to_csv(shop / "products.csv", index=False)
+    kept = ["Dresses"]
+    (shop / "images" / table.loc[table["category"] == "Dresses", "image"].iloc[0]).unlink()
+    catalog = Catalog(shop, CatalogParams(), categories=kept)
+    other = int((~table["category"].isin([*kept, " "])).sum())
+    assert len(catalog.products) == len(table) - 3 - other - 1
+    assert catalog.missing == {"category_empty": 3, "category_not_in_data_categories": other, "images_missing": 1}
+
+    params = Params(data=DataParams(source="catalog", root=str(shop), categories=kept))
+    summary = validate.run(params, Paths(tmp_path))
+    assert json.loads(Paths(tmp_path).dataset_summary.read_text())["dropped"] == catalog.missing
+    assert validate.summary_line(summary).endswith(
+        f"; left out: 3 (category_empty), {other} (category_not_in_data_categories), 1 (images_missing)")
 
 
 @pytest.mark.skipif(not (REALDATA / "products").is_dir(), reason=f"no real product photos at {REALDATA}/products")

@@ -1,7 +1,18 @@
+import re
+
 import pytest
+from pydantic import BaseModel
 from ruamel.yaml import YAML
 
-from pipeline.config import CaptionParams, ComputeParams, Params, declared_params, load_params, stage_params
+from pipeline.config import (
+    CaptionParams,
+    ComputeParams,
+    Params,
+    declared_params,
+    load_params,
+    read_yaml,
+    stage_params,
+)
 from pipeline.errors import PipelineError
 from tests.conftest import REPO
 
@@ -101,3 +112,45 @@ def test_every_stage_that_runs_an_encoder_tracks_its_precision():
     for stage in ("stage1", "embed", "stage2", "evaluate"):
         assert "compute.precision" in declared_params(stage, REPO / "dvc.yaml"), stage
     assert ComputeParams.UNTRACKED == set(ComputeParams.model_fields) - {"precision"}
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every key of a params section, dotted, down to the leaves."""
+    keys = []
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += _fields(field.annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _named(raw: dict, key: str) -> bool:
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_params_yaml_names_every_key_so_dvc_never_runs_on_a_code_default():
+    """The code holds each default; DVC tracks only what params.yaml names (docs/design.md#params-are-tracked-
+    exactly), so a key params.yaml left out would silently follow a default changed in code."""
+    raw = read_yaml(REPO / "params.yaml")
+    keys = _fields(Params)
+    assert len(keys) > 80 and "negatives.anchor" in keys and "index.hnsw_m" in keys  # the walk reaches the leaves
+    missing = [key for key in keys if not _named(raw, key)]
+    assert not missing, f"params.yaml does not name {missing}; add each with its value"
+
+
+def test_the_params_reference_documents_every_key():
+    reference = (REPO / "docs" / "params.md").read_text()
+    rows = [line.split("|")[1] for line in reference.splitlines() if line.startswith("| `")]
+    documented = set()
+    for cell in rows:
+        names = re.findall(r"`([a-z_.0-9]+)`", cell)
+        section = names[0].rsplit(".", 1)[0] if "." in names[0] else ""
+        documented |= {names[0], *[f"{section}.{name}" for name in names[1:]]}
+    missing = [key for key in _fields(Params) if key not in documented]
+    assert not missing, f"docs/params.md does not document {missing}"

@@ -24,20 +24,28 @@ pytestmark = pytest.mark.e2e
 def test_repro_writes_metrics_in_the_contract_schema(tiny_repo: Path):
     metrics = json.loads(Paths(tiny_repo).eval_metrics.read_text())
     assert set(metrics) == {"dress", "shirt", "toptee", "average"}
+    context = json.loads(Paths(tiny_repo).eval_context.read_text())
     for category in ("dress", "shirt", "toptee"):
         assert set(metrics[category]) == {"R@10", "R@50", "queries", "dropped"}
-        assert 0 <= metrics[category]["R@10"] <= metrics[category]["R@50"] <= 100
         assert metrics[category]["queries"] == 5 * 2 and metrics[category]["dropped"] == 0  # 5 families x (3 - 1)
+        gallery = len(json.loads((tiny_repo / f"data/synthetic/image_splits/split.{category}.val.json").read_text()))
+        assert gallery == 5 * 3 + 6  # the val families' images and the distractors
+        assert context[category]["gallery"] == gallery and context[category]["queries"] == 10
+        assert context[category]["chance"] == {"R@10": round(1000 / gallery, 4), "R@50": 100.0}
+        assert context[category]["R@10"] == metrics[category]["R@10"] and not context[category]["small"]
+        assert set(context[category]["stage1_sum"]) == {"R@10", "R@50"}
     assert set(metrics["average"]) == {"R@10", "R@50", "mean"}
+    assert {k: context["average"]["macro"][k] for k in ("R@10", "R@50", "mean")} == metrics["average"]
     curve = json.loads(Paths(tiny_repo).recall_curve.read_text())
     assert [row["k"] for row in curve] == sorted(row["k"] for row in curve)
     for live in ("dvclive/stage1", "dvclive/stage2"):
         assert (tiny_repo / live / "plots" / "metrics" / "train" / "loss.tsv").is_file()
 
 
-def test_second_repro_runs_nothing(tiny_repo: Path):
+def test_second_repro_runs_nothing_and_warns_of_nothing(tiny_repo: Path):
     again = run(["dvc", "repro"], tiny_repo)
     assert ran(again.stdout) == set()
+    assert "WARNING" not in again.stdout + again.stderr, again.stderr  # e.g. DVC's "... is empty." for a dep
 
 
 def test_ablation_reruns_only_downstream_stages(tiny_repo: Path, warm_stages: dict):
@@ -158,7 +166,8 @@ def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_ll
     assert report["captioner"]["backend"] == "vllm" and report["captioner"]["versions"]["vllm"].startswith("0.")
     assert report["captioned"] > 0 and report["captioned"] + report.get("failed", 0) == report["images"]
     assert report["captioner"]["completion_tokens"] > 0
-    assert json.loads(Paths(root).eval_metrics.read_text())["average"]["mean"] >= 0
+    metrics = json.loads(Paths(root).eval_metrics.read_text())
+    assert all(metrics[c]["queries"] == 10 and metrics[c]["dropped"] == 0 for c in ("dress", "shirt", "toptee"))
 
     # Where and how fast the server runs is not tracked: changing it re-runs nothing, and starts no server.
     set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})

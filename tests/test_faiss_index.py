@@ -33,10 +33,10 @@ def gallery() -> np.ndarray:
 ])
 def test_each_kind_finds_the_nearest_neighbours(gallery: np.ndarray, kind: str, settings: IndexParams):
     queries = _unit(gallery[:50] + 0.01 * np.random.default_rng(1).standard_normal(gallery[:50].shape))
-    _, exact = build_index(gallery, "flat").search(queries, 10)
+    exact = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")[:, :10]  # brute force, outside FAISS
     _, found = build_index(gallery, kind, 0, settings).search(queries, 10)
     recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
-    assert recall >= 0.9, (kind, recall)
+    assert recall >= (1.0 if kind == "flat" else 0.9), (kind, recall)
     assert (found[:, 0] == np.arange(50)).mean() >= 0.9  # each query's own source vector comes first
 
 

@@ -28,7 +28,7 @@ PROBE = '''
 import json, os, sys, time
 import marker
 print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "colour": os.environ.get("COLOUR"),
-                  "warm": "torch" in sys.modules, "marker": marker.NAME, "socket": os.environ.get("%s")}))
+                  "warm": "torch" in sys.modules, "marker": marker.NAME, "socket": os.environ.get("%s")}), flush=True)
 print("to stderr", file=sys.stderr)
 action = sys.argv[1] if len(sys.argv) > 1 else "0"
 if action == "sleep":
@@ -88,11 +88,34 @@ def test_each_stage_imports_its_own_directorys_code_afresh(tmp_path: Path, serve
     assert answer(probe(first, server))[0]["marker"] == "edited"
 
 
+def running(process: subprocess.Popen) -> dict:
+    """What the probe saw, read from its first line, which it prints once it runs: it has been forked."""
+    return json.loads(process.stdout.readline())
+
+
+def processes_naming(text: str) -> int:
+    """How many processes have `text` in their command line (read from /proc)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            count += text in cmdline.read_bytes().decode(errors="replace")
+        except OSError:  # a process that ended while we looked
+            continue
+    return count
+
+
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.05)
+
+
 def test_ctrl_c_reaches_the_stage_and_a_stage_killed_by_a_signal_kills_its_caller_alike(tmp_path: Path,
                                                                                           server: str):
     root = probe_package(tmp_path / "p", "p")
     sleeper = probe(root, server, "sleep")
-    time.sleep(2)  # connected and forked
+    assert running(sleeper)["warm"] is True
     sleeper.send_signal(signal.SIGINT)
     _, stderr, status = answer(sleeper)
     assert "interrupted" in stderr and status == 130
@@ -100,17 +123,15 @@ def test_ctrl_c_reaches_the_stage_and_a_stage_killed_by_a_signal_kills_its_calle
 
 
 def test_a_stage_whose_caller_is_killed_is_killed_too(tmp_path: Path, server: str):
-    def forked_from_the_server() -> int:  # the server, and per running stage a supervisor and the stage itself
-        return len(subprocess.run(["pgrep", "-f", server], capture_output=True, text=True).stdout.split())
-
+    """The server, and per running stage a supervisor and the stage itself, name the server's socket."""
     root = probe_package(tmp_path / "p", "p")
+    alone = processes_naming(server)
     sleeper = probe(root, server, "sleep")
-    time.sleep(2)
-    assert forked_from_the_server() == 3
+    assert running(sleeper)["warm"] is True
+    assert processes_naming(server) == alone + 2
     sleeper.kill()
     sleeper.wait()
-    time.sleep(1)  # the supervisor looks at the connection every 0.2 s
-    assert forked_from_the_server() == 1
+    wait_until(lambda: processes_naming(server) == alone)  # the supervisor looks at the connection every 0.2 s
 
 
 def test_without_an_answering_server_the_stage_runs_in_its_own_interpreter(tmp_path: Path):

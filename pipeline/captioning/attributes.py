@@ -8,7 +8,7 @@ usage, ...) are kept as named extra attributes, compared and phrased like the ga
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.config import FASHIONIQ_CATEGORIES
@@ -110,7 +110,7 @@ class Attributes:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; `extra` appears only when there is some, so garment-only captions keep their layout."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict, which deep-copies every field
         data["colors"] = list(self.colors)
         data["details"] = list(self.details)
         extra = data.pop("extra")

@@ -26,3 +26,13 @@ def run(params: Params, paths: Paths) -> dict:
                "dropped": {key: int(n) for key, n in dataset.missing.items()}}
     write_json(paths.dataset_summary, summary)
     return summary
+
+
+def summary_line(summary: dict) -> str:
+    """The stage's printed line: what the pipeline will see, and every row the reader left out with its reason."""
+    counts = [f"{split} {n} images / {summary['pairs'][split]} pairs" for split, n in summary["images"].items()]
+    line = f"validate: {summary['source']} at {summary['root']}: " + ", ".join(counts)
+    dropped = {reason: n for reason, n in summary["dropped"].items() if n}
+    if dropped:
+        line += "; left out: " + ", ".join(f"{n} ({reason})" for reason, n in sorted(dropped.items()))
+    return line

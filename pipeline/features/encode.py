@@ -1,5 +1,5 @@
 """Batched feature extraction: on the model's device, in the runtime's precision, returned on the CPU (stored as
-Parquet tables by pipeline/feature_table.py)."""
+Parquet tables by pipeline/features/table.py)."""
 
 from __future__ import annotations
 

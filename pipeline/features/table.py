@@ -1,5 +1,5 @@
 """Feature tables stored as Parquet: id columns plus a fixed-size float32 list column `feature`, written by `embed`
-and read by `mine`, stage 2 and the benchmarks (which need none of the encoding code in pipeline/features.py)."""
+and read by `mine`, stage 2 and the benchmarks (which need none of the encoding code in pipeline/features/encode.py)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ its query in stage 2's loss.
 `negatives.false_negatives: target` treats only the target image itself so. `same_caption` also treats so every
 image the captioner describes exactly as the target (an attribute twin): no query text can tell the two apart, so
 pushing one away from a query that names the target's attributes only teaches the model to ignore them. Stage 1
-already masks identical captions this way (pipeline/losses.clip_loss). An empty caption (an image the captioner had no
-attributes for, e.g. CIRR under the catalog backend) describes nothing, so it makes no twins: such an image is its
-own group under either rule.
+already masks identical captions this way (pipeline/training/losses.py, `clip_loss`). An empty caption (an image
+the captioner had no attributes for, e.g. CIRR under the catalog backend) describes nothing, so it makes no twins:
+such an image is its own group under either rule.
 """
 
 from __future__ import annotations

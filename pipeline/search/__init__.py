@@ -1,1 +1,2 @@
-"""Nearest-neighbour search over gallery features with FAISS."""
+"""Search over the gallery: its features and index (gallery.py, index.py; FAISS or Milvus), the engine that answers
+queries (engine.py, filters.py) and the server (server.py, batching.py)."""

@@ -1,0 +1,1 @@
+"""The procedurally rendered demo catalogue, written in FashionIQ's layout (the `synthesize` stage)."""
