@@ -307,11 +307,13 @@ def report(parts: list[Part], mode: str, jsonl: Path, work: Path, command: str, 
     if mode == "dry-run":
         lines += ["A dry run: the CPU, tiny sizes, the DAG's stages before `decode` on a tiny catalogue. It checks "
                   "that the check works; its numbers say nothing about a GPU.", ""]
-    installed = work / "installed.json"
-    if installed.is_file():
-        done = json.loads(installed.read_text())
-        lines += [f"Installed from .whl/: {', '.join(done.get('installed', [])) or 'nothing'}. Already on the "
-                  f"machine (kept): {', '.join(done.get('already_there', [])) or 'nothing'}."
+    installed, kept = work / "installed.json", work / "kept.txt"
+    if installed.is_file() or kept.is_file():
+        report = json.loads(installed.read_text()) if installed.is_file() else {}  # pip's installation report
+        done = [f"{item['metadata']['name']} {item['metadata']['version']}" for item in report.get("install", [])]
+        there = kept.read_text().splitlines() if kept.is_file() else []
+        lines += [f"Installed from .whl/: {', '.join(done) or report.get('error', 'nothing')}. Already on the "
+                  f"machine (kept): {', '.join(there) or 'nothing'}."
                   + (" An import failed after that, so every wheel was installed." if (work / "installed-all.json")
                      .is_file() else ""), ""]
     failed_import = work / "import-error.txt"

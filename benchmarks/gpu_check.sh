@@ -40,13 +40,27 @@ SITE=/tmp/fashion-cir-site
 if [ "$PY" != "$REPO/.venv/bin/python" ] && [ -d "$WHEELS" ]; then
   echo "gpu_check: installing the missing packages from $WHEELS into $SITE" >&2
   rm -rf "$SITE"
-  "$PY" "$REPO/benchmarks/install_wheels.py" "$WHEELS" "$SITE" > "$WORK/installed.json" \
-    || echo '{"error": "install_wheels.py failed"}' > "$WORK/installed.json"
+  # pip installs; this picks the wheels whose distribution the box lacks (its own torch, numpy... stay as they are)
+  "$PY" - "$WHEELS" > "$WORK/missing-wheels.txt" 2> "$WORK/kept.txt" <<'PY'
+import importlib.metadata, pathlib, sys
+for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
+    name, version = wheel.name.split("-")[:2]
+    try:
+        print(f"{name} {importlib.metadata.version(name)} (wheel {version})", file=sys.stderr)
+    except importlib.metadata.PackageNotFoundError:
+        print(wheel)
+PY
+  PIP=("$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE")
+  mapfile -t MISSING < "$WORK/missing-wheels.txt"
+  if [ "${#MISSING[@]}" -gt 0 ]; then
+    "${PIP[@]}" --report "$WORK/installed.json" "${MISSING[@]}" \
+      || echo '{"error": "pip install failed"}' > "$WORK/installed.json"
+  fi
   export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
   if ! "$PY" -c "import open_clip, faiss, dvc.api, dvclive, pydantic, ruamel.yaml, transformers" \
       2> "$WORK/import-error.txt"; then
     echo "gpu_check: an installed package is too old for the wheels; installing every wheel" >&2
-    "$PY" "$REPO/benchmarks/install_wheels.py" "$WHEELS" "$SITE" --all > "$WORK/installed-all.json" || true
+    "${PIP[@]}" --upgrade --report "$WORK/installed-all.json" "$WHEELS"/*.whl || true
   fi
 else
   export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
