@@ -1,9 +1,11 @@
-"""Shared fixtures: a tiny demo catalogue written once per session in FashionIQ's layout."""
+"""Shared fixtures: a tiny demo catalogue written once per session in FashionIQ's layout, the shared tiny DAG, the
+warm server, and the fresh demo run that works in the background while the rest of the suite runs."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -11,6 +13,9 @@ from pipeline.config import SyntheticParams
 from pipeline.data.synthetic.synthesize import write_catalogue
 
 pytest_plugins = ["tests.support.search_fixture"]  # `search_root`: a small real search index, no DVC
+
+if TYPE_CHECKING:
+    from tests.support.background import BackgroundRun
 
 TINY = SyntheticParams(families_train=4, families_val=3, family_size=3, distractors_val=4, image_size=32)
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +61,36 @@ def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "reference run"], root)
     return root
+
+
+@pytest.fixture(scope="session")
+def fresh_demo_run(tmp_path_factory: pytest.TempPathFactory, warm_stages: dict) -> BackgroundRun:
+    """`dvc repro` of the committed params (the demo, minutes of training) in a fresh copy of the tree, started in
+    the background as the session starts (`start_background_runs`); the test that reads it runs last and waits."""
+    from tests.support.background import BackgroundRun
+    from tests.support.dag import tiny_copy
+
+    root = tiny_copy(tmp_path_factory.mktemp("fresh-demo") / "repo", {})  # the committed params, unchanged
+    return BackgroundRun(["dvc", "repro"], root, env=warm_stages)  # warm, as `make repro` runs it
+
+
+BACKGROUND = ("fresh_demo_run",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that wait for a background run go last: the run overlaps the whole suite, which spends much of its
+    time in subprocesses and servers starting, with a core to spare."""
+    waiting = [item for item in items if set(BACKGROUND) & set(getattr(item, "fixturenames", ()))]
+    for item in waiting:
+        items.remove(item)
+        items.append(item)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def start_background_runs(request: pytest.FixtureRequest) -> None:
+    """Start, before the first test, every background run a selected test will wait for."""
+    needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    for name in BACKGROUND:
+        if name in needed:
+            request.getfixturevalue(name)
+

@@ -9,9 +9,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.evaluation.context import context_line
 from pipeline.paths import Paths
 from tests.conftest import REALDATA
-from tests.support.browser import browser_page, only_localhost, playwright_api, screenshot
+from tests.support.browser import (
+    browser_page,
+    expected_recall,
+    only_localhost,
+    playwright_api,
+    screenshot,
+    shown_recall,
+)
 from tests.support.dag import ALL_STAGES, TINY_PARAMS, ran, run, tiny_copy
 from tests.support.serve import cli_answer, search_from_gallery, serving
 
@@ -20,7 +28,7 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not PRODUCTS.is_dir(), reason=f"no real product photos at {PRODUCTS}")]
 
 TEXT = "is black instead of white"
-CATEGORIES = ["Topwear", "Shoes", "Bags", "Watches", "Bottomwear"]
+CATEGORIES = ["Topwear", "Shoes", "Bags", "Watches", "Bottomwear", "Sandal"]  # Sandal: about 9 val images
 SHOP_PARAMS = {
     **TINY_PARAMS,
     "data": {"source": "catalog", "root": "datasets/products", "categories": CATEGORIES,
@@ -53,6 +61,25 @@ def test_metrics_are_per_free_category_and_say_the_queries_were_generated(shop_r
     assert captions["images"] > 900 and captions.get("corrupt", 0) == 0
 
 
+def test_recall_is_shown_beside_chance_and_stage1_and_a_tiny_category_is_marked(shop_repo: Path):
+    """On real photos: a category of about nine val images scores R@10 near 100 under any model; the context says
+    so, and the averages say what they average."""
+    context = json.loads(Paths(shop_repo).eval_context.read_text())
+    val = pd.read_parquet(shop_repo / "data/captions/captions.parquet").query("split == 'val'")
+    for category in CATEGORIES:
+        gallery = int((val["category"] == category).sum())
+        assert context[category]["gallery"] == gallery
+        assert context[category]["chance"]["R@10"] == round(100 * min(10, gallery) / gallery, 4)
+        assert context[category]["small"] == (gallery <= 20)
+    assert context["Sandal"]["small"] and not context["Topwear"]["small"]
+    averages = context["average"]
+    assert averages["macro"]["categories"] == len(CATEGORIES)
+    assert averages["macro_without_small"]["categories"] == sum(not context[c]["small"] for c in CATEGORIES)
+    assert averages["macro_without_small"]["chance"]["R@10"] < averages["macro"]["chance"]["R@10"]
+    line = context_line("catalog", context)  # what the `evaluate` stage printed
+    assert "with chance R@10 >= 50% (Sandal" in line and "without them R@10" in line
+
+
 def first_val_reference(root: Path) -> str:
     return str(pd.read_parquet(Paths(root).val_rankings)["reference"].iloc[0])
 
@@ -69,7 +96,12 @@ def test_the_page_answers_like_search_on_the_real_catalogue(shop_repo: Path, tmp
     with serving(shop_repo, tmp_path / "serve.log") as url, browser_page(only_localhost) as (tab, refused, errors):
         names = search_from_gallery(tab, url, reference, TEXT, 5)
         screenshot(tab, tmp_path, "search-real-catalogue.png")
+        tab.click("#nav-queries")
+        shown = shown_recall(tab)
+        small = tab.eval_on_selector_all("#recall-table tr.small", "rows => rows.map(row => row.dataset.category)")
+        screenshot(tab, tmp_path, "recall-real-catalogue.png")
     assert names == [hit["name"] for hit in expected["hits"]]
+    assert shown == expected_recall(Paths(shop_repo)) and "Sandal" in small and "Topwear" not in small
     assert refused == [] and errors == []
 
 

@@ -22,7 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.paths import Paths
 from pipeline.search.engine import SearchEngine
 from pipeline.search.filters import GalleryFilter, parse_where
-from pipeline.search.milvus_index import MilvusVectors, sync
+from pipeline.search.milvus_index import MilvusVectors, connect, location, sync
 from tests.support.search_fixture import rebuilt_with, shop_data
 
 
@@ -75,6 +75,9 @@ def test_the_collection_follows_the_gallery_by_product_id(tmp_path: Path):
     columns = ["category", "colour", "price", "size"]
     _, first = sync(table, features, columns, settings, paths)
     assert first == {"upserted": 200, "deleted": 0, "recreated": 1}
+    held = connect(location(settings.uri, paths))
+    held.release_collection(settings.collection)  # as the next run's process finds it: written, not loaded
+    held.close()
     added, added_features = products(50, seed=3)
     kept = table.iloc[20:].copy()
     kept.loc[kept.index[0], "colour"] = "red"  # one product's attribute changed, its image not

@@ -7,7 +7,6 @@ Screenshots go to the test's tmp_path and are copied to /tmp/screens/ for a pers
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,14 @@ import pandas as pd
 import pytest
 
 from pipeline.paths import Paths
-from tests.support.browser import browser_page, only_localhost, playwright_api, screenshot
+from tests.support.browser import (
+    browser_page,
+    expected_recall,
+    only_localhost,
+    playwright_api,
+    screenshot,
+    shown_recall,
+)
 from tests.support.serve import RESULTS_LOADED, cli_answer, search_from_gallery, serving
 
 playwright_api()  # skips the module, with its reason, where the browser or playwright is missing
@@ -67,30 +73,6 @@ def test_a_person_searches_from_the_gallery_and_by_upload(page: tuple, server: s
     assert tab.text_content("#query-text") == "Is red with long sleeves"  # an upload has no caption to append
     screenshot(tab, tmp_path, "search-upload.png")
     assert blocked == [] and errors == []
-
-
-def shown_recall(tab) -> dict[str, list[str]]:
-    """The page's recall-in-context table: per row (category or average), its cells as drawn."""
-    tab.wait_for_selector("#recall-table")
-    rows = tab.eval_on_selector_all("#recall-table tbody tr", "rows => rows.map(row => [row.dataset.category, "
-                                    "[...row.querySelectorAll('td')].map(cell => cell.textContent)])")
-    return dict(rows)
-
-
-def expected_recall(paths: Paths) -> dict[str, list[str]]:
-    """What that table must show for metrics/eval_context.json: gallery, queries, then R@10 and R@50 each as the
-    model's, stage 1's and chance."""
-    context = json.loads(paths.eval_context.read_text())
-    rows = {}
-    labels = {"macro": "macro average", "over_queries": "average over queries",
-              "macro_without_small": "macro average, small galleries left out"}
-    blocks = [(name, c) for name, c in context.items() if name != "average"]
-    blocks += [(labels[key], c) for key, c in context["average"].items() if c["categories"]]
-    for name, c in blocks:
-        rows[name] = [str(c.get("gallery", f"{c.get('categories')} categories")), str(c["queries"]),
-                      *[f"{value:.1f}" for k in ("R@10", "R@50")
-                        for value in (c[k], c["stage1_sum"][k], c["chance"][k])]]
-    return rows
 
 
 def test_a_person_browses_validation_queries_with_the_target_marked(page: tuple, server: str, search_root: Path,

@@ -213,6 +213,7 @@ def _ensure_collection(client, collection: str, dimension: int, layout: list[dic
         recorded = client.describe_collection(collection).get("properties", {}).get(INDEX_PROPERTY, "")
         previous = json.loads(recorded) if recorded else {}
         if previous.get("asked") == _asked(settings):  # the index stays; its search parameters may have changed
+            client.load_collection(collection)  # a collection another process wrote is released until loaded
             return index_spec(settings, n, previous["spec"]["params"].get("nlist")), False
         spec = index_spec(settings, n)
         client.release_collection(collection)

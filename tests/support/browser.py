@@ -4,6 +4,7 @@ person does: every request the page makes is checked against what it may reach, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
+
+from pipeline.paths import Paths
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENS = Path("/tmp/screens")
@@ -76,3 +79,27 @@ def screenshot(tab, tmp_path: Path, name: str) -> Path:
     SCREENS.mkdir(parents=True, exist_ok=True)
     shutil.copy(path, SCREENS / name)
     return path
+
+
+def shown_recall(tab) -> dict[str, list[str]]:
+    """The page's recall-in-context table: per row (category or average), its cells as drawn."""
+    tab.wait_for_selector("#recall-table")
+    rows = tab.eval_on_selector_all("#recall-table tbody tr", "rows => rows.map(row => [row.dataset.category, "
+                                    "[...row.querySelectorAll('td')].map(cell => cell.textContent)])")
+    return dict(rows)
+
+
+def expected_recall(paths: Paths) -> dict[str, list[str]]:
+    """What that table must show for metrics/eval_context.json: gallery, queries, then R@10 and R@50 each as the
+    model's, stage 1's and chance."""
+    context = json.loads(paths.eval_context.read_text())
+    rows = {}
+    labels = {"macro": "macro average", "over_queries": "average over queries",
+              "macro_without_small": "macro average, small galleries left out"}
+    blocks = [(name, c) for name, c in context.items() if name != "average"]
+    blocks += [(labels[key], c) for key, c in context["average"].items() if c["categories"]]
+    for name, c in blocks:
+        rows[name] = [str(c.get("gallery", f"{c.get('categories')} categories")), str(c["queries"]),
+                      *[f"{value:.1f}" for k in ("R@10", "R@50")
+                        for value in (c[k], c["stage1_sum"][k], c["chance"][k])]]
+    return rows

@@ -13,6 +13,8 @@ from ruamel.yaml import YAML
 
 from tests.conftest import REPO
 
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com", "GIT_COMMITTER_NAME": "test",
+                "GIT_COMMITTER_EMAIL": "test@example.com"}
 TINY_PARAMS = {
     "synthetic": {"families_train": 8, "families_val": 5, "family_size": 3, "distractors_val": 6, "image_size": 64},
     "triplets": {"generated_per_category": 12},
@@ -26,8 +28,7 @@ TINY_PARAMS = {
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+           "DVC_NO_ANALYTICS": "1", **GIT_IDENTITY}
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
