@@ -2,15 +2,14 @@
 
 DVC runs every stage as its own `python -m stages.<name>`, and a stage that trains, embeds or searches first spends
 seconds importing torch and open_clip (which imports torchvision, torch._dynamo, sympy and transformers), FAISS and
-pandas: about 6 s a stage on a 2-core CPU, 11-13 s on a GPU box, most of the demo DAG's fixed cost
-(benchmarks/RESULTS.md). `fashion-cir warm -- dvc repro` (what `make repro` runs) starts one server that imports them
-once, then runs the command with FASHION_CIR_WARM set to the server's socket. Each stage hands itself over
-(`stages/__init__.py` calls `hand_over` before the stage imports anything heavy): the server forks a process that runs
-the stage as `python -m` would, with the stage's working directory, environment, arguments and standard streams (sent
-as file descriptors), importing `pipeline` and `stages` afresh from that directory, so an experiment runs its own
-code. The stage's exit status, and signals sent to it, pass through. Without the variable, or when the server does
-not answer, a stage runs in its own interpreter as before; the outputs are the same bytes either way
-(tests/test_warm.py).
+pandas, most of the demo DAG's fixed cost (measured in benchmarks/RESULTS.md). `fashion-cir warm -- dvc repro` (what
+`make repro` runs) starts one server that imports them once, then runs the command with FASHION_CIR_WARM set to the
+server's socket. Each stage hands itself over (`stages/__init__.py` calls `hand_over` before the stage imports anything
+heavy): the server forks a process that runs the stage as `python -m` would, with the stage's working directory,
+environment, arguments and standard streams (sent as file descriptors), importing `pipeline` and `stages` afresh from
+that directory, so an experiment runs its own code. The stage's exit status, and signals sent to it, pass through.
+Without the variable, or when the server does not answer, a stage runs in its own interpreter as before; the outputs are
+the same bytes either way (tests/test_warm.py).
 
 Why forking is safe: the server runs no torch op, so it holds no CUDA context and no OpenMP pool for a child to
 inherit (each stage starts its own); the only threads it has are those numpy's OpenBLAS and pyarrow's jemalloc start

@@ -41,7 +41,13 @@ def test_fashioniq_download_runs_through_the_dag(tmp_path: Path, tiny_catalogue:
 
     metrics = json.loads(Paths(root).eval_metrics.read_text())
     assert set(metrics) == {"dress", "toptee", "average"}
-    assert 0 <= metrics["average"]["R@10"] <= metrics["average"]["R@50"] <= 100
+    context = json.loads(Paths(root).eval_context.read_text())
+    for category in ("dress", "toptee"):
+        gallery = context[category]["gallery"]  # the category's val images that could be read (dead links gone)
+        assert gallery == len(json.loads((dataset / f"image_splits/split.{category}.val.json").read_text())) \
+            - absent.get(f"{category}.val", 0)
+        assert context[category]["chance"]["R@10"] == round(100 * min(10, gallery) / gallery, 4)
+        assert context[category]["queries"] == metrics[category]["queries"] > 0
     captioned = json.loads((root / "data/captions/report.json").read_text())
     dropped = json.loads((root / "data/triplets/report.json").read_text())
     for key, count in absent.items():  # dead links: counted, their pairs dropped, the run goes on

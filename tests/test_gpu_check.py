@@ -5,6 +5,7 @@ is not the first time it runs."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -41,3 +42,34 @@ def test_dry_run_writes_every_section_of_the_report(tmp_path):
     for row in [f"| {stage} |" for stage in dry_stages()] + rows:
         assert row in report, row
     assert "(still running)" not in report
+    measured = _measured(report)
+    assert set(measured) == {"end-to-end", "stage 1 step", "mining", "the demo DAG", "gallery embedding"}
+    assert measured["end-to-end"][0] > 0 and measured["stage 1 step"][0] > 0 and measured["gallery embedding"][0] > 0
+    seconds, recall = measured["mining"]
+    assert 0 < seconds and recall == 1.0  # exact search on the CPU: the exact neighbours
+    total, stages, fixed = measured["the demo DAG"]
+    assert stages == len(dry_stages()) and total > 0 and 0 <= fixed <= total
+    ceiling = re.search(r"matmul ceiling float32: ([\d.]+) TFLOP/s", report)
+    assert ceiling and float(ceiling.group(1)) > 0
+
+
+NUMBERS = {  # each target row's measured cell: the numbers it must hold
+    "end-to-end": r"([\d,]+) triplets/s",
+    "stage 1 step": r"([\d,]+) pairs/s",
+    "mining": r"([\d.]+) s \(exact torch.*recall ([\d.]+)\)",
+    "the demo DAG": r"(\d+) s over (\d+) stages; fixed cost up to ([\d.]+) s",
+    "gallery embedding": r"([\d,]+) images/s",
+}
+
+
+def _measured(report: str) -> dict[str, tuple[float, ...]]:
+    """The numbers of the report's Targets table, by target (the first cold DAG row only)."""
+    table = report.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    found: dict[str, tuple[float, ...]] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for target, pattern in NUMBERS.items():
+            match = re.search(pattern, cells[1]) if len(cells) == 3 and cells[0].startswith(target) else None
+            if match and target not in found:
+                found[target] = tuple(float(group.replace(",", "")) for group in match.groups())
+    return found

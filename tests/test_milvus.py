@@ -20,6 +20,7 @@ from pipeline.captioning.vllm_server import free_port
 from pipeline.config import IndexParams, Params
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
+from pipeline.search import milvus_index
 from pipeline.search.engine import SearchEngine
 from pipeline.search.filters import GalleryFilter, parse_where
 from pipeline.search.milvus_index import MilvusVectors, connect, location, sync
@@ -93,6 +94,25 @@ def test_the_collection_follows_the_gallery_by_product_id(tmp_path: Path):
     _, red = vectors.search(features[:1], 230, None, [parse_where("colour = red")])
     assert 0 in red[0].tolist()
     assert sync(changed, changed_features, columns, settings, paths)[1]["upserted"] == 0
+
+
+def test_a_sync_diffs_against_what_it_wrote_unless_the_collection_changed_behind_it(tmp_path: Path, monkeypatch):
+    table, features = products(100, seed=9)
+    settings, paths = IndexParams(backend="milvus"), Paths(tmp_path)
+    columns = ["category", "colour", "price", "size"]
+    sync(table, features, columns, settings, paths)
+    reads = []
+    read_back = milvus_index._stored_keys
+    monkeypatch.setattr(milvus_index, "_stored_keys", lambda *args: reads.append(args) or read_back(*args))
+    changed = table.assign(colour=["red"] + table["colour"].tolist()[1:])
+    assert sync(changed, features, columns, settings, paths)[1] == {"upserted": 1, "deleted": 0, "recreated": 0}
+    assert reads == []  # the diff came from what the last sync wrote
+    held = connect(location(settings.uri, paths))
+    held.delete(settings.collection, ids=[str(changed["name"].iloc[5])])  # behind the stage's back
+    held.close()
+    manifest, report = sync(changed, features, columns, settings, paths)
+    assert len(reads) == 1 and report == {"upserted": 1, "deleted": 0, "recreated": 0}
+    assert manifest["entities"] == 100
 
 
 def test_an_approximate_index_against_the_exact_one(tmp_path: Path):

@@ -5,12 +5,12 @@ nothing downloaded at run time) on one machine and in the tests, and to Milvus S
 replicated) at a server URL in production. docs/design.md says why Milvus and what changes on a cluster.
 
 The collection holds one entity per gallery image: its primary key is the gallery name (the product id), then the
-feature, a `key` digest of everything the entity holds (feature and filterable values), and each filterable column
-as lowercase text `t<i>`, a numeric column also as a number `n<i>` with `s<i>` saying whether the cell has one.
-The `index` stage syncs it to the gallery (`sync`): entities whose key changed are upserted, names no longer in the
-gallery are deleted, the rest is not touched. A search's filters become a Milvus boolean expression on those fields
-(`expression`), evaluated by Milvus inside the search, with the same meaning as pipeline/search/filters.py gives
-them over a FAISS index.
+feature, a `key` digest of everything the entity holds (feature and filterable values), and each filterable column as
+lowercase text `t<i>`, a numeric column also as a number `n<i>` with `s<i>` saying whether the cell has one. The `index`
+stage syncs it to the gallery (`sync`): entities whose key changed are upserted, names no longer in the gallery are
+deleted, the rest is not touched; what it wrote is remembered (`SyncedKeys`) for the next sync's diff. A search's
+filters become a Milvus boolean expression on those fields (`expression`), evaluated by Milvus inside the search, with
+the same meaning as pipeline/search/filters.py gives them over a FAISS index.
 
 DVC does not track the server: it tracks index/ (index.json says where the collection is, its field layout and how
 many entities it holds; gallery.parquet names every one of them). The engine checks at start that the collection
@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +168,14 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
                             "IVF_FLAT and HNSW; use flat, ivf or hnsw here, or point index.uri at a Milvus server.")
     layout, names = field_layout(gallery, columns), gallery["name"].astype(str).tolist()
     client: MilvusClient = connect(uri)
+    synced = SyncedKeys(paths.gallery_cache, f"{uri}#{collection}")
     try:
         spec, created = _ensure_collection(client, collection, features.shape[1], layout, settings, len(names))
-        stored = {} if created else _stored_keys(client, collection)
+        remembered = {} if created else synced.load()
+        if created or (remembered and _count(client, collection) == len(remembered)):
+            stored = remembered
+        else:
+            stored = _stored_keys(client, collection)
         scalars = _scalars(gallery, layout)
         keys = _keys(features, scalars)
         changed = [i for i, (name, key) in enumerate(zip(names, keys, strict=True)) if stored.get(name) != key]
@@ -181,10 +187,13 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
         client.flush(collection)
         client.load_collection(collection)
         count = _count(client, collection)
+        if count == len(names):
+            synced.save(dict(zip(names, keys, strict=True)))
     except MilvusException as error:
         raise PipelineError(f"Milvus at {uri} (index.uri) refused the sync of collection '{collection}': "
                             f"{_reason(error)}.") from None
     finally:
+        synced.close()
         client.close()
     if count != len(names):
         raise PipelineError(f"the Milvus collection '{collection}' at {uri} holds {count} entities after the sync, "
@@ -233,6 +242,34 @@ def _index_params(client, spec: dict):
     params.add_index(field_name="vector", index_type=spec["index_type"], metric_type="IP",
                      params={"params": spec["params"]} if spec["params"] else {})
     return params
+
+
+class SyncedKeys:
+    """What the `index` stage last wrote to a collection (name -> key), kept in the gallery cache's SQLite file
+    (table milvus_synced), so that the next sync need not read every key back: Milvus Lite answers each page of such
+    a read by scanning the collection, minutes at 400,000 entities. It is trusted only while the collection holds as
+    many entities as it records (the stage owns the collection); otherwise the keys are read from Milvus."""
+
+    def __init__(self, path: Path, where: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.where = where
+        self._db = sqlite3.connect(str(path))
+        self._db.execute("CREATE TABLE IF NOT EXISTS milvus_synced (place TEXT, name TEXT, key TEXT, "
+                         "PRIMARY KEY (place, name))")
+        self._db.commit()
+
+    def load(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT name, key FROM milvus_synced WHERE place = ?", [self.where]))
+
+    def save(self, keys: dict[str, str]) -> None:
+        """Replace the record with `keys`, all at once (a killed run leaves the previous one)."""
+        with self._db:
+            self._db.execute("DELETE FROM milvus_synced WHERE place = ?", [self.where])
+            self._db.executemany("INSERT INTO milvus_synced VALUES (?, ?, ?)",
+                                 [(self.where, name, key) for name, key in keys.items()])
+
+    def close(self) -> None:
+        self._db.close()
 
 
 def _stored_keys(client, collection: str) -> dict[str, str]:
