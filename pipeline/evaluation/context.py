@@ -123,7 +123,8 @@ def recall_context(protocol: Protocol, rankings: list[Ranking], summary: dict, s
     stage1, _ = METRICS[protocol](stage1_rankings, list(CATEGORY_KS))
     categories = _category_context(rankings, summary, stage1)
     large = {name: c for name, c in categories.items() if not c["small"]}
-    return {**categories, "average": {"macro": _average(categories, weighted=False),
+    macro = {**_average(categories, weighted=False), **summary["average"]}  # eval.json's headline, to its digit
+    return {**categories, "average": {"macro": macro,
                                       "over_queries": _average(categories, weighted=True),
                                       "macro_without_small": _average(large, weighted=False)}}
 
