@@ -173,7 +173,9 @@ def measure(size: int, backend: str, new: int, work: Path, results: multiprocess
 
 def run(cmd: list[str], cwd: Path) -> float:
     started = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, text=True)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
@@ -194,7 +196,7 @@ def through_dvc(new: int, work: Path) -> dict:
                                                             "gallery:\n  root: shop")
         (tree / "params.yaml").write_text(params)
         first = run(["dvc", "repro"], tree)
-        added = rendered_products(shop / "images", new, work)
+        added = rendered_products(shop / "images", new, work).assign(split="train")  # the shop's table has splits
         products = pd.read_csv(shop / "products.csv")
         pd.concat([products, added], ignore_index=True).to_csv(shop / "products.csv", index=False)
         second = run(["dvc", "repro"], tree)
