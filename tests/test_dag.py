@@ -167,7 +167,10 @@ def test_whole_dag_with_captions_from_a_real_vllm_server(tmp_path: Path, tiny_ll
     assert report["captioned"] > 0 and report["captioned"] + report.get("failed", 0) == report["images"]
     assert report["captioner"]["completion_tokens"] > 0
     metrics = json.loads(Paths(root).eval_metrics.read_text())
-    assert all(metrics[c]["queries"] == 10 and metrics[c]["dropped"] == 0 for c in ("dress", "shirt", "toptee"))
+    # every annotated val pair (10 a category) is scored, or counted where it was dropped and why (an image the tiny
+    # random MLLM could not caption leaves its pairs out)
+    scored = sum(metrics[c]["queries"] + metrics[c]["dropped"] for c in ("dress", "shirt", "toptee"))
+    assert scored > 0 and scored + sum(made["pairs_dropped"].get("val", {}).values()) == 30, (metrics, made)
 
     # Where and how fast the server runs is not tracked: changing it re-runs nothing, and starts no server.
     set_params(root, {"caption": {"max_concurrency": 2, "startup_timeout": 10, "batch_size": 7}})

@@ -59,7 +59,7 @@ def stage1_sum_rankings(rankings: list[Ranking], image_path: Path, query_path: P
     val = image_ids[image_ids["split"] == "val"].drop_duplicates("name")  # one file listed in two categories
     image_ids, images = val.reset_index(drop=True), torch.from_numpy(images[val.index.to_numpy()])
     query_ids, texts = read_features(query_path)
-    texts = torch.from_numpy(texts)
+    texts = torch.from_numpy(texts.copy())  # Arrow's buffer is read-only
     scored = []
     for ranking in rankings:
         gallery = F.normalize(images[_rows(image_ids["name"], ranking.names, "image", image_path)].float(), dim=-1)

@@ -9,6 +9,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlsplit
@@ -89,6 +90,12 @@ def shown_recall(tab) -> dict[str, list[str]]:
     return dict(rows)
 
 
+def to_fixed(value: float) -> str:
+    """JavaScript's `value.toFixed(1)`: the float's exact value rounded half up (Python's format rounds half to
+    even, so 41.25 would be 41.2 here and 41.3 on the page)."""
+    return str(Decimal(value).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def expected_recall(paths: Paths) -> dict[str, list[str]]:
     """What that table must show for metrics/eval_context.json: gallery, queries, then R@10 and R@50 each as the
     model's, stage 1's and chance."""
@@ -100,6 +107,6 @@ def expected_recall(paths: Paths) -> dict[str, list[str]]:
     blocks += [(labels[key], c) for key, c in context["average"].items() if c["categories"]]
     for name, c in blocks:
         rows[name] = [str(c.get("gallery", f"{c.get('categories')} categories")), str(c["queries"]),
-                      *[f"{value:.1f}" for k in ("R@10", "R@50")
+                      *[to_fixed(value) for k in ("R@10", "R@50")
                         for value in (c[k], c["stage1_sum"][k], c["chance"][k])]]
     return rows
