@@ -17,11 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-from pipeline.config import ModelParams, NegativesParams, Stage2Params
+from pipeline.config import ModelParams, Stage2Params
 from pipeline.data.store import ImageStore, build_store
 from pipeline.models.clip import create_model, tokenizer_for
 from pipeline.models.preprocessing import image_loader, preprocessing
@@ -30,7 +29,7 @@ from pipeline.runtime import Runtime
 from pipeline.training.loop import BatchLoss
 from pipeline.training.losses import composed_retrieval_loss
 from pipeline.training.stage1 import caption_alignment_loss, trained_parameters
-from pipeline.training.stage2 import HardNegatives, Remining, StaticBank, composed_query_loss
+from pipeline.training.stage2 import HardNegatives, StaticBank, composed_query_loss
 
 COLOURS = ["red", "blue", "green", "black", "white", "pink", "grey", "yellow", "purple", "orange", "brown", "beige"]
 GARMENTS = ["dress", "shirt", "t-shirt", "blouse", "tank top"]
@@ -185,11 +184,5 @@ def step_problem(kind: str, model: RetrievalModel, pixels, n: int, runtime: Runt
                       rows[:, 1].to(device))
     variants = np.arange(4 * n).reshape(n, 4)
     params = Stage2Params()
-    names = pd.DataFrame({"name": [f"i{r}" for r in range(n)], "category": "dress", "split": "train"})
-    triplets = pd.DataFrame({"category": "dress", "reference": names["name"].to_numpy()[rows[:, 0].numpy()],
-                             "target": names["name"].to_numpy()[rows[:, 1].numpy()]})
-    remining = Remining.build(names, features.numpy(), pd.DataFrame(), triplets,
-                              {name: i for i, name in enumerate(names["name"])},
-                              NegativesParams(k=16, false_negatives="target"), seed=0)  # what remine_every would use
-    hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, remining, params, runtime)
+    hard = HardNegatives(rows[:, 2:].to(device), model, tokens[variants[:, 0]], bank, None, params, runtime)
     return text + combiner, composed_query_loss(model, model, tokens, variants, bank, hard, params, runtime)

@@ -98,11 +98,13 @@ def run(params: Params, paths: Paths) -> dict[str, float]:
                               torch.from_numpy(text)).numpy()
     rows, scores, minable = mine_negatives(gallery, triplets, composed, negatives, params.seed)
     names = gallery.images["name"].to_numpy()
-    order = [i for i in np.argsort(triplets["category"].to_numpy(), kind="stable") if minable[i]]
-    found = [rows[i] >= 0 for i in range(len(triplets))]
-    table = pd.DataFrame([{"triplet_id": triplets["triplet_id"].iat[i], "negatives": names[rows[i][found[i]]].tolist(),
-                           "scores": scores[i][found[i]].astype(float).tolist()} for i in order],
-                         columns=NEGATIVES_SCHEMA.names)
+    records = []
+    for i in np.argsort(triplets["category"].to_numpy(), kind="stable"):  # by category, as the stage always wrote
+        if minable[i]:
+            found = rows[i] >= 0
+            records.append({"triplet_id": triplets["triplet_id"].iat[i], "negatives": names[rows[i][found]].tolist(),
+                            "scores": scores[i][found].astype(float).tolist()})
+    table = pd.DataFrame(records, columns=NEGATIVES_SCHEMA.names)
     write_parquet(paths.negatives, pa.Table.from_pandas(table, schema=NEGATIVES_SCHEMA, preserve_index=False))
     counts = table["negatives"].map(len) if len(table) else pd.Series([0])
     report = {"triplets": len(table), "k": negatives.k, "mean_negatives": float(counts.mean()),

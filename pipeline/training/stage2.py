@@ -101,7 +101,7 @@ class HardNegatives:
     `stage2.hard_negatives_from_epoch` (coarse negatives only)."""
 
     def __init__(self, offline: torch.Tensor, model: RetrievalModel, query_tokens: torch.Tensor, bank: StaticBank,
-                 remining: Remining, schedule: Stage2Params, runtime: Runtime):
+                 remining: Remining | None, schedule: Stage2Params, runtime: Runtime):
         self.current, self.model, self.query_tokens, self.bank = offline, model, query_tokens, bank
         self.remining, self.schedule, self.runtime = remining, schedule, runtime
         self.mined_at = 0
@@ -110,7 +110,7 @@ class HardNegatives:
         if epoch < self.schedule.hard_negatives_from_epoch:
             return self.current[:, :0]
         every = self.schedule.remine_every
-        if every and self.remining.settings.k and epoch // every > self.mined_at // every:
+        if every and self.remining is not None and epoch // every > self.mined_at // every:
             self.current, self.mined_at = self._remine(), epoch
         return self.current
 
@@ -206,7 +206,8 @@ def _train(params: Params, runtime: Runtime, paths: Paths) -> tuple[RetrievalMod
     offline = hard_negative_indices(triplets, pd.read_parquet(paths.negatives), position, negatives.k).to(device)
     texts, variants = query_text_variants(triplets)
     tokens = tokenizer(texts).to(device)
-    remining = Remining.build(images, features, captions, triplets, position, negatives, params.seed)
+    remining = (Remining.build(images, features, captions, triplets, position, negatives, params.seed)
+                if settings.remine_every and negatives.k else None)  # its gallery only when it will mine
     hard = HardNegatives(offline, model, tokens[torch.from_numpy(variants[:, 0]).to(device)], bank, remining,
                          settings, runtime)
     batch_loss = composed_query_loss(encoder, model, tokens, variants, bank, hard, settings, runtime)
