@@ -3,14 +3,21 @@ warm server, and the fresh demo run that works in the background while the rest 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING
+import os
 
-import pytest
+# One OpenMP thread a process, set before torch or FAISS starts: the suite runs processes side by side (stages, the
+# warm server, vLLM, the background demo run) on two cores, and two processes whose threads spin on the same cores
+# slow each other several-fold, while the tiny models here gain nothing from a second thread (docs/testing.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pipeline.config import SyntheticParams
-from pipeline.data.synthetic.synthesize import write_catalogue
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.config import SyntheticParams  # noqa: E402
+from pipeline.data.synthetic.synthesize import write_catalogue  # noqa: E402
 
 pytest_plugins = ["tests.support.search_fixture"]  # `search_root`: a small real search index, no DVC
 

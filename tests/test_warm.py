@@ -27,16 +27,17 @@ from tests.support.dag import ALL_STAGES, ran, restore_reference_run, run
 PROBE = '''
 import json, os, sys, time
 import marker
-print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "colour": os.environ.get("COLOUR"),
-                  "warm": "torch" in sys.modules, "marker": marker.NAME, "socket": os.environ.get("%s")}), flush=True)
-print("to stderr", file=sys.stderr)
 action = sys.argv[1] if len(sys.argv) > 1 else "0"
-if action == "sleep":
-    try:
+try:  # from the first line on: a Ctrl-C sent once that line is read may land while it is still being printed
+    print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "colour": os.environ.get("COLOUR"),
+                      "warm": "torch" in sys.modules, "marker": marker.NAME, "socket": os.environ.get("%s")}),
+          flush=True)
+    print("to stderr", file=sys.stderr)
+    if action == "sleep":
         time.sleep(60)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+except KeyboardInterrupt:
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 if action == "kill":
     os.kill(os.getpid(), 9)
 sys.exit(int(action))
@@ -123,15 +124,16 @@ def test_ctrl_c_reaches_the_stage_and_a_stage_killed_by_a_signal_kills_its_calle
 
 
 def test_a_stage_whose_caller_is_killed_is_killed_too(tmp_path: Path, server: str):
-    """The server, and per running stage a supervisor and the stage itself, name the server's socket."""
+    """The server, and per running stage a supervisor and the stage itself (forked, so their command line is the
+    server's), name the server's socket."""
     root = probe_package(tmp_path / "p", "p")
-    alone = processes_naming(server)
+    wait_until(lambda: processes_naming(server) == 1)  # the earlier tests' supervisors may still be ending
     sleeper = probe(root, server, "sleep")
     assert running(sleeper)["warm"] is True
-    assert processes_naming(server) == alone + 2
+    assert processes_naming(server) == 3
     sleeper.kill()
     sleeper.wait()
-    wait_until(lambda: processes_naming(server) == alone)  # the supervisor looks at the connection every 0.2 s
+    wait_until(lambda: processes_naming(server) == 1)  # the supervisor looks at the connection every 0.2 s
 
 
 def test_without_an_answering_server_the_stage_runs_in_its_own_interpreter(tmp_path: Path):
