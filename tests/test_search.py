@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from pipeline.cli import main
 from pipeline.paths import Paths
 from pipeline.search.engine import SearchEngine
 
 pytestmark = pytest.mark.e2e
 
-FASHION_CIR = [sys.executable, "-m", "pipeline.cli"]
+FASHION_CIR = str(Path(sys.executable).parent / "fashion-cir")  # the console script of this environment
+
+
+def search_command(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """`fashion-cir search` as a person runs it: the console script in a process of its own."""
+    return subprocess.run([FASHION_CIR, "search", "--root", str(root), *args], capture_output=True, text=True)
 
 
 def search(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*FASHION_CIR, "search", "--root", str(root), *args], capture_output=True, text=True)
+    """`fashion-cir search` through the console script's own `main` in this process: what it prints and its exit
+    status, without a new interpreter importing torch for every call (`search_command` shows the two agree)."""
+    argv = ["search", "--root", str(root), *args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = 0
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        try:
+            main(argv)
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+    return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +47,13 @@ def reference(tiny_repo: Path) -> str:
 
 
 def test_one_query_gives_k_ranked_results_without_the_reference(tiny_repo: Path, reference: str):
-    result = search(tiny_repo, "--image", reference, "--text", "is red with long sleeves", "--k", "5", "--json")
+    result = search_command(tiny_repo, "--image", reference, "--text", "is red with long sleeves", "--k", "5",
+                            "--json")
     assert result.returncode == 0, result.stderr
     (answer,) = json.loads(result.stdout)
+    (in_process,) = json.loads(search(tiny_repo, "--image", reference, "--text", "is red with long sleeves", "--k",
+                                      "5", "--json").stdout)
+    assert in_process["hits"] == answer["hits"] and in_process["query_text"] == answer["query_text"]
     names = [hit["name"] for hit in answer["hits"]]
     assert len(names) == 5 and reference not in names and len(set(names)) == 5
     scores = [hit["score"] for hit in answer["hits"]]
@@ -94,8 +116,9 @@ def test_bad_input_is_one_sentence_and_exit_status_1(tiny_repo: Path, reference:
 
 
 def test_no_index_or_another_models_index_is_one_sentence(tiny_repo: Path, reference: str, tmp_path: Path):
-    nothing = search(tmp_path, "--image", reference, "--text", "is red")
-    assert nothing.returncode == 1 and "no search index at" in nothing.stderr
+    nothing = search_command(tmp_path, "--image", reference, "--text", "is red")  # the console script's own exit
+    assert nothing.returncode == 1 and nothing.stderr.startswith("error: ") and "no search index at" in nothing.stderr
+    assert "Traceback" not in nothing.stderr and len(nothing.stderr.strip().splitlines()) == 1
     other = search(tiny_repo, "--image", reference, "--text", "is red", "--checkpoint",
                    str(Paths(tiny_repo).stage1_dir))
     assert other.returncode == 1 and "was built from another model" in other.stderr
