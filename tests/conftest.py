@@ -4,6 +4,7 @@ warm server, and the fresh demo run that works in the background while the rest 
 from __future__ import annotations
 
 import os
+import sys
 
 # One OpenMP thread a process, set before torch or FAISS starts: the suite runs processes side by side (stages, the
 # warm server, vLLM, the background demo run) on two cores, and two processes whose threads spin on the same cores
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 TINY = SyntheticParams(families_train=4, families_val=3, family_size=3, distractors_val=4, image_size=32)
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
+FASHION_CIR = str(Path(sys.executable).parent / "fashion-cir")  # the console script of this environment
 
 
 @pytest.fixture(scope="session")

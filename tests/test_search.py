@@ -6,7 +6,6 @@ import io
 import json
 import shutil
 import subprocess
-import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -16,11 +15,9 @@ import pytest
 from pipeline.cli import main
 from pipeline.paths import Paths
 from pipeline.search.engine import SearchEngine
+from tests.conftest import FASHION_CIR
 
 pytestmark = pytest.mark.e2e
-
-FASHION_CIR = str(Path(sys.executable).parent / "fashion-cir")  # the console script of this environment
-
 
 def search_command(root: Path, *args: str) -> subprocess.CompletedProcess:
     """`fashion-cir search` as a person runs it: the console script in a process of its own."""
@@ -36,8 +33,8 @@ def search(root: Path, *args: str) -> subprocess.CompletedProcess:
     with redirect_stdout(stdout), redirect_stderr(stderr):
         try:
             main(argv)
-        except SystemExit as exit:
-            status = exit.code if isinstance(exit.code, int) else 1
+        except SystemExit as exit:  # as the interpreter exits: None is status 0, any other non-integer 1
+            status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 

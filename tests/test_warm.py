@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from pipeline.warm import SOCKET_VARIABLE, warm_server
-from tests.conftest import REPO
+from tests.conftest import FASHION_CIR, REPO
 from tests.support.dag import ALL_STAGES, ran, restore_reference_run, run
 
 PROBE = '''
@@ -42,7 +42,6 @@ if action == "kill":
     os.kill(os.getpid(), 9)
 sys.exit(int(action))
 ''' % SOCKET_VARIABLE
-FASHION_CIR = str(Path(sys.executable).parent / "fashion-cir")  # the console script of this environment
 
 
 def probe_package(root: Path, marker: str) -> Path:
