@@ -29,7 +29,8 @@ import torch
 from pipeline.captioning.attributes import Attributes
 from pipeline.captioning.captions import caption_lookup
 from pipeline.config import load_params
-from pipeline.evaluation.metrics import recall_at_k, target_ranks
+from pipeline.evaluation.metrics import recall_at_k
+from pipeline.evaluation.ranking import rank
 from pipeline.evaluation.protocols import QuerySet, Ranking
 from pipeline.features.encode import text_features
 from pipeline.features.table import read_features
@@ -69,7 +70,7 @@ def _percentages(ranks: torch.Tensor) -> dict[str, float]:
 
 def recall(rankings: list[Ranking]) -> dict[str, float]:
     """Recall@K over every category's queries, ranked as `evaluate` ranks them."""
-    return _percentages(torch.cat([target_ranks(r.scores, r.target) for r in rankings]))
+    return _percentages(torch.cat([r.ranked().ranks for r in rankings]))
 
 
 def outranking_kinds(rankings: list[Ranking], split: str, attributes: dict[str, Attributes], family_size: int,
@@ -77,10 +78,11 @@ def outranking_kinds(rankings: list[Ranking], split: str, attributes: dict[str, 
     """Kinds of every image above its query's target, and of the top-ranked image where that is not the target."""
     every, top = Counter(), Counter()
     for r in rankings:
-        for q in range(len(r.scores)):
+        scores = r.query @ r.gallery.T  # a demo category: small enough to hold whole
+        for q in range(len(scores)):
             target, reference = int(r.target[q]), int(r.reference[q])
-            above = torch.nonzero(r.scores[q] > r.scores[q, target]).flatten()
-            above = above[torch.argsort(r.scores[q, above], descending=True)].tolist()
+            above = torch.nonzero(scores[q] > scores[q, target]).flatten()
+            above = above[torch.argsort(scores[q, above], descending=True)].tolist()
             target_name = str(r.names[target])
             target_family = family_of(target_name, split, family_size, families_val)
             for position, column in enumerate(above):
@@ -106,8 +108,8 @@ def caption_to_image_recall(model: RetrievalModel, images: pd.DataFrame, feature
     for category in dict.fromkeys(images["category"]):
         rows = np.flatnonzero(((images["split"] == split) & (images["category"] == category)).to_numpy())
         texts = [caption_of[(category, name)] for name in images["name"].iloc[rows]]
-        scores = text_features(model, tokenizer_for(model.arch), texts, 256) @ torch.from_numpy(features[rows]).T
-        ranks.append(target_ranks(scores, torch.arange(len(rows))))
+        captions = text_features(model, tokenizer_for(model.arch), texts, 256)
+        ranks.append(rank(captions, torch.from_numpy(features[rows]), torch.arange(len(rows)), 1).ranks)
     return _percentages(torch.cat(ranks))
 
 

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from pipeline.errors import PipelineError
 from pipeline.evaluation.context import chance_recall, context_line, recall_context, stage1_sum_rankings
-from pipeline.evaluation.metrics import recall_at_k, target_ranks
+from pipeline.evaluation.metrics import recall_at_k
+from pipeline.evaluation.ranking import rank
 from pipeline.evaluation.protocols import Ranking, cirr_metrics, fashioniq_metrics
 from pipeline.features.table import write_features
 from pipeline.models.composition import normalised_sum
@@ -23,7 +24,8 @@ def _ranking(category: str, gallery: int, queries: int, hits_at_1: int, seed: in
     scores[torch.arange(queries), target] = torch.where(torch.arange(queries) < hits_at_1, 1.0, -1.0)
     names = np.array([f"{category}{i}" for i in range(gallery)])
     triplets = pd.DataFrame({"triplet_id": [f"{category}-q{i}" for i in range(queries)]})
-    return Ranking(category, triplets, names, scores, torch.from_numpy(rng.integers(0, gallery, queries)), target)
+    return Ranking(category, triplets, names, scores, torch.eye(gallery), torch.from_numpy(rng.integers(0, gallery, queries)),
+                   target)
 
 
 def test_chance_is_what_a_random_ranking_scores():
@@ -31,7 +33,8 @@ def test_chance_is_what_a_random_ranking_scores():
         {10: (10 / 100 + 1 + 10 / 40) / 3 * 100, 50: (50 / 100 + 1 + 1) / 3 * 100})
     rng = torch.Generator().manual_seed(0)
     scores = torch.rand((4000, 100), generator=rng)
-    measured = recall_at_k(target_ranks(scores, torch.randint(0, 100, (4000,), generator=rng)), [10, 50])
+    measured = recall_at_k(rank(scores, torch.eye(100), torch.randint(0, 100, (4000,), generator=rng), 1).ranks,
+                           [10, 50])
     assert measured[10] == pytest.approx(10.0, abs=1.5) and measured[50] == pytest.approx(50.0, abs=2.5)
 
 
@@ -73,7 +76,7 @@ def test_no_small_category_leaves_the_line_without_a_mark():
 def test_cirr_chance_leaves_out_the_reference_and_counts_each_img_set():
     names = np.array(list("abcdefg"))
     triplets = pd.DataFrame({"triplet_id": ["1", "2"], "subset": [["a", "b", "c"], ["a", "b", "c", "d", "e", "f"]]})
-    ranking = Ranking("cirr", triplets, names, torch.rand(2, 7), torch.tensor([0, 1]), torch.tensor([1, 2]))
+    ranking = Ranking("cirr", triplets, names, torch.rand(2, 7), torch.eye(7), torch.tensor([0, 1]), torch.tensor([1, 2]))
     summary, _ = cirr_metrics([ranking], [1, 5, 10, 50])
     context = recall_context("cirr", [ranking], summary, [ranking])
     assert context["gallery"] == 7 and context["queries"] == 2
@@ -99,7 +102,7 @@ def test_the_stage1_baseline_sums_static_features_found_by_name_and_query(tmp_pa
     (scored,) = stage1_sum_rankings([ranking], tmp_path / "images.parquet", tmp_path / "queries.parquet")
     gallery = F.normalize(torch.from_numpy(images[[2, 4, 6, 1, 3]]), dim=-1)
     query = normalised_sum(gallery[ranking.reference], torch.from_numpy(texts[[2, 3, 1]]))
-    torch.testing.assert_close(scored.scores, query @ gallery.T)
+    torch.testing.assert_close(scored.query @ scored.gallery.T, query @ gallery.T)
     assert scored.target is ranking.target and scored.triplets is ranking.triplets
 
     write_features(tmp_path / "queries.parquet", query_ids.iloc[:3], texts[:3])

@@ -23,7 +23,7 @@ NAMES = np.array(["a", "b", "c", "d", "e", "f", "g"])
 def _cirr_ranking(scores, reference, target, subsets, pair_ids=("11", "12")) -> Ranking:
     triplets = pd.DataFrame({"pair_id": list(pair_ids), "subset": subsets})
     target = None if target is None else torch.tensor(target)
-    return Ranking("cirr", triplets, NAMES, torch.tensor(scores), torch.tensor(reference), target)
+    return Ranking("cirr", triplets, NAMES, torch.tensor(scores), torch.eye(len(NAMES)), torch.tensor(reference), target)
 
 
 # Query 0: reference a scores highest (removed under CIRR's protocol); target c comes after b. Its img_set is
@@ -48,12 +48,12 @@ def test_cirr_recall_removes_the_reference_and_subset_recall_ranks_within_the_im
 
 def test_fashioniq_protocol_keeps_the_reference_in_the_gallery():
     ranking = _cirr_ranking(SCORES, [0, 1], [2, 6], SUBSETS)
-    summary, _ = fashioniq_metrics([Ranking("dress", ranking.triplets, NAMES, ranking.scores, ranking.reference,
-                                            ranking.target)], [10, 50])
+    summary, _ = fashioniq_metrics([Ranking("dress", ranking.triplets, NAMES, ranking.query, ranking.gallery,
+                                            ranking.reference, ranking.target)], [10, 50])
     # query 0's target is now 3rd (a and b ahead), query 1's is last of 7: both within 10.
     assert summary["dress"] == {"R@10": 100.0, "R@50": 100.0}
-    assert headline("fashioniq", [Ranking("dress", ranking.triplets, NAMES, ranking.scores, ranking.reference,
-                                          ranking.target)])["R@10"] == 100.0
+    assert headline("fashioniq", [Ranking("dress", ranking.triplets, NAMES, ranking.query, ranking.gallery,
+                                          ranking.reference, ranking.target)])["R@10"] == 100.0
 
 
 def test_cirr_submission_files_have_the_servers_format():
@@ -83,7 +83,7 @@ def test_query_set_ranks_each_category_against_its_own_gallery():
     assert shirt.names[shirt.target.numpy()].tolist() == ["z"]
     assert toptee.names[toptee.reference.numpy()].tolist() == ["w"]
     image_only = queries.rankings(model, tokenizer_for("fciq-tiny"), features, "image", 8)
-    assert torch.allclose(image_only[1].scores, features[4:5] @ features[3:5].T)
+    assert torch.allclose(image_only[1].query @ image_only[1].gallery.T, features[4:5] @ features[3:5].T)
 
 
 def test_queries_whose_images_are_missing_are_dropped_and_counted(tmp_path):
@@ -101,7 +101,7 @@ def test_top_results_list_each_querys_best_ten_and_its_targets_rank():
     triplets = pd.DataFrame({"triplet_id": ["q0", "q1"], "source": ["generated"] * 2, "reference": ["g5", "g6"],
                              "target": ["g2", "g11"], "caption1": ["x", "y"], "caption2": ["", ""],
                              "query_text": ["X", "Y"]})
-    ranking = Ranking("dress", triplets, names, scores, torch.tensor([5, 6]), torch.tensor([2, 11]))
+    ranking = Ranking("dress", triplets, names, scores, torch.eye(12), torch.tensor([5, 6]), torch.tensor([2, 11]))
     table = top_results("fashioniq", [ranking])
     assert list(table["top"].iloc[0]) == [f"g{i}" for i in range(10)]  # FashionIQ keeps the reference
     assert table["target_rank"].tolist() == [3, 12]

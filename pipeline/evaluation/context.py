@@ -65,7 +65,7 @@ def stage1_sum_rankings(rankings: list[Ranking], image_path: Path, query_path: P
         gallery = F.normalize(images[_rows(image_ids["name"], ranking.names, "image", image_path)].float(), dim=-1)
         text = texts[_rows(query_ids["triplet_id"], ranking.triplets["triplet_id"], "query", query_path)].float()
         query = normalised_sum(gallery[ranking.reference], text)
-        scored.append(replace(ranking, scores=query @ gallery.T))
+        scored.append(replace(ranking, query=query, gallery=gallery))
     return scored
 
 
@@ -112,8 +112,9 @@ def recall_context(protocol: Protocol, rankings: list[Ranking], summary: dict, s
     if protocol == "cirr":
         (ranking,) = rankings
         stage1, _ = METRICS[protocol](stage1_rankings, list(CIRR_KS))
-        ranked = (~ranking.reference_mask()).sum(dim=1)
-        subset = (~ranking.outside_subset()).sum(dim=1)
+        ranked = torch.full((len(ranking.triplets),), len(ranking.names) - 1)  # all but the reference
+        subset = torch.tensor([len(set(members.tolist()) - {-1, int(reference)})
+                               for members, reference in zip(ranking.subset_members(), ranking.reference, strict=True)])
         chance = {**{f"R@{k}": v for k, v in chance_recall(ranked, CIRR_KS).items()},
                   **{f"Rsubset@{k}": v for k, v in chance_recall(subset, CIRR_SUBSET_KS).items()}}
         return {"gallery": len(ranking.names), "queries": len(ranking.triplets),

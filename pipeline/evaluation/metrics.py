@@ -5,28 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-MISSED = torch.iinfo(torch.long).max  # the rank of a target that cannot be retrieved (it was removed)
 CIRR_KS = (1, 5, 10, 50)
 CIRR_SUBSET_KS = (1, 2, 3)
-
-
-def target_ranks(scores: torch.Tensor, target: torch.Tensor, excluded: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-    """0-based rank of each query's target among its row of gallery scores.
-
-    `excluded` [Q, G] marks gallery items removed from a query's ranking (CIRR removes the reference image; its
-    subset recall removes everything outside the query's image set); a target that is itself excluded is never
-    retrieved (rank MISSED), as in CLIP4Cir's CIRR code. Ties count against the target (an item scored equal to
-    it ranks ahead), so a degenerate model that scores everything the same gets no credit from the gallery order.
-    """
-    target_scores = scores.gather(1, target[:, None])
-    ahead = scores >= target_scores
-    if excluded is not None:
-        ahead &= ~excluded
-    ranks = ahead.sum(dim=1) - 1
-    if excluded is not None:
-        ranks[excluded.gather(1, target[:, None]).squeeze(1)] = MISSED
-    return ranks
 
 
 def recall_at_k(ranks: torch.Tensor, ks: list[int] | tuple[int, ...]) -> dict[int, float]:
@@ -34,16 +14,6 @@ def recall_at_k(ranks: torch.Tensor, ks: list[int] | tuple[int, ...]) -> dict[in
     if len(ranks) == 0:
         return {k: float("nan") for k in ks}
     return {k: float((ranks < k).float().mean() * 100) for k in ks}
-
-
-def top_k(scores: torch.Tensor, k: int, excluded: torch.Tensor | None = None) -> list[list[int]]:
-    """Each query's k best gallery columns, best first, skipping excluded ones; ties go to the earlier column."""
-    allowed = torch.full((len(scores),), scores.shape[1])
-    if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))  # sorted last, then cut off below
-        allowed = (~excluded).sum(dim=1)
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]
-    return [row[:int(n)] for row, n in zip(order.tolist(), allowed, strict=True)]
 
 
 def fashioniq_summary(per_category: dict[str, dict[int, float]]) -> dict[str, dict[str, float]]:

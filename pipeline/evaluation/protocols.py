@@ -21,16 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.evaluation.metrics import (
-    CIRR_KS,
-    CIRR_SUBSET_KS,
-    MISSED,
-    cirr_summary,
-    fashioniq_summary,
-    recall_at_k,
-    target_ranks,
-    top_k,
-)
+from pipeline.evaluation.metrics import CIRR_KS, CIRR_SUBSET_KS, cirr_summary, fashioniq_summary, recall_at_k
+from pipeline.evaluation.ranking import MISSED, Ranked, rank
 from pipeline.features.encode import text_features
 from pipeline.models.composition import QueryMode
 from pipeline.models.retrieval import RetrievalModel
@@ -41,30 +33,47 @@ Protocol = Literal["fashioniq", "cirr", "catalog"]  # a catalogue is scored per 
 Curve = list[dict[str, float]]
 
 
+TOP = 10  # the top columns kept per query: what the served page shows
+
+
 @dataclass
 class Ranking:
-    """One gallery scored against its queries: a FashionIQ category, or the whole of a CIRR split."""
+    """One gallery scored against its queries: a FashionIQ category, or the whole of a CIRR split. The scores
+    `query @ gallery.T` are never held whole; `ranked` streams them in chunks (pipeline/evaluation/ranking.py)."""
 
     category: str
     triplets: pd.DataFrame     # the queries, in row order
-    names: np.ndarray          # gallery image names: the columns of `scores`
-    scores: torch.Tensor       # [Q, G]
-    reference: torch.Tensor    # [Q] column of each query's reference image
-    target: torch.Tensor | None  # [Q] column of each target; None on a test split (targets hidden)
+    names: np.ndarray          # gallery image names: the rows of `gallery`
+    query: torch.Tensor        # [Q, D] composed query features
+    gallery: torch.Tensor      # [G, D] gallery features
+    reference: torch.Tensor    # [Q] gallery row of each query's reference image
+    target: torch.Tensor | None  # [Q] gallery row of each target; None on a test split (targets hidden)
+    _ranked: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def reference_mask(self) -> torch.Tensor:
-        """[Q, G] True at each query's reference image."""
-        mask = torch.zeros(self.scores.shape, dtype=torch.bool)
-        mask[torch.arange(len(mask)), self.reference] = True
-        return mask
+    def ranked(self, without_reference: bool = False, k: int = TOP) -> Ranked:
+        """Each query's target rank and top k over the gallery, its reference removed if `without_reference`."""
+        key = ("gallery", without_reference, k)
+        if key not in self._ranked:
+            self._ranked[key] = rank(self.query, self.gallery, self.target, k,
+                                     excluded=self.reference if without_reference else None)
+        return self._ranked[key]
 
-    def outside_subset(self) -> torch.Tensor:
-        """[Q, G] True where an image is not in the query's img_set, or is its reference (CIRR's subset protocol)."""
-        column = {name: i for i, name in enumerate(self.names)}
-        inside = torch.zeros(self.scores.shape, dtype=torch.bool)
-        for q, members in enumerate(self.triplets["subset"]):
-            inside[q, [column[m] for m in members if m in column]] = True
-        return ~inside | self.reference_mask()
+    def subset_ranked(self, k: int = max(CIRR_SUBSET_KS)) -> Ranked:
+        """CIRR's subset protocol: each query ranked within its img_set, its reference removed."""
+        key = ("subset", True, k)
+        if key not in self._ranked:
+            self._ranked[key] = rank(self.query, self.gallery, self.target, k, excluded=self.reference,
+                                     members=self.subset_members())
+        return self._ranked[key]
+
+    def subset_members(self) -> torch.Tensor:
+        """[Q, M] the gallery rows of each query's img_set members (-1 padded)."""
+        row = {name: i for i, name in enumerate(self.names)}
+        members = [[row[m] for m in subset if m in row] for subset in self.triplets["subset"]]
+        padded = torch.full((len(members), max(map(len, members), default=0)), -1, dtype=torch.long)
+        for q, rows in enumerate(members):
+            padded[q, :len(rows)] = torch.tensor(rows, dtype=torch.long)
+        return padded
 
 
 @dataclass
@@ -112,7 +121,7 @@ class QuerySet:
                                       texts[torch.from_numpy(in_category)].to(model.device), mode).cpu()
             hidden = (triplets["target"] == "").any()
             target = None if hidden else torch.tensor([column[n] for n in triplets["target"]], dtype=torch.long)
-            rankings.append(Ranking(str(category), triplets, names, query @ features.T, reference, target))
+            rankings.append(Ranking(str(category), triplets, names, query, features, reference, target))
         return rankings
 
 
@@ -124,15 +133,15 @@ def _curve(recalls: dict[str, dict[int, float]], ks: list[int]) -> Curve:
 
 def fashioniq_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
     ks = sorted(set(ks) | {10, 50})
-    recalls = {r.category: recall_at_k(target_ranks(r.scores, r.target), ks) for r in rankings}
+    recalls = {r.category: recall_at_k(r.ranked().ranks, ks) for r in rankings}
     return fashioniq_summary(recalls), _curve(recalls, ks)
 
 
 def cirr_metrics(rankings: list[Ranking], ks: list[int]) -> tuple[dict, Curve]:
     (ranking,) = rankings
     ks = sorted(set(ks) | set(CIRR_KS))
-    recall = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.reference_mask()), ks)
-    subset = recall_at_k(target_ranks(ranking.scores, ranking.target, ranking.outside_subset()), CIRR_SUBSET_KS)
+    recall = recall_at_k(ranking.ranked(without_reference=True).ranks, ks)
+    subset = recall_at_k(ranking.subset_ranked().ranks, CIRR_SUBSET_KS)
     return cirr_summary(recall, subset), _curve({ranking.category: recall}, ks)
 
 
@@ -148,26 +157,20 @@ def headline(protocol: Protocol, rankings: list[Ranking]) -> dict[str, float]:
     return {"R@10": at[10], "R@50": at[50], "mean": mean}
 
 
-def excluded_from_ranking(protocol: Protocol, ranking: Ranking) -> torch.Tensor | None:
-    """What the protocol removes from a query's ranking: CIRR its reference image; FashionIQ nothing."""
-    return ranking.reference_mask() if protocol == "cirr" else None
-
-
-def top_results(protocol: Protocol, rankings: list[Ranking], k: int = 10) -> pd.DataFrame:
-    """Every query's top k (names and scores, best first) and its target's 1-based rank, ranked as the protocol
-    ranks them: what the served page shows for the validation queries."""
+def top_results(protocol: Protocol, rankings: list[Ranking]) -> pd.DataFrame:
+    """Every query's top 10 (names and scores, best first) and its target's 1-based rank, ranked as the protocol
+    ranks them (CIRR without the reference): what the served page shows for the validation queries."""
     rows = []
     for ranking in rankings:
-        excluded = excluded_from_ranking(protocol, ranking)
-        top = top_k(ranking.scores, k, excluded)
-        ranks = target_ranks(ranking.scores, ranking.target, excluded)
-        for q, (triplet, columns) in enumerate(zip(ranking.triplets.itertuples(), top, strict=True)):
+        ranked = ranking.ranked(without_reference=protocol == "cirr")
+        for q, triplet in enumerate(ranking.triplets.itertuples()):
+            columns = ranked.columns(q)
             rows.append({"triplet_id": triplet.triplet_id, "category": ranking.category, "source": triplet.source,
                          "reference": triplet.reference, "target": triplet.target, "caption1": triplet.caption1,
                          "caption2": triplet.caption2, "query_text": triplet.query_text,
-                         "target_rank": 0 if int(ranks[q]) == MISSED else int(ranks[q]) + 1,
+                         "target_rank": 0 if int(ranked.ranks[q]) == MISSED else int(ranked.ranks[q]) + 1,
                          "top": [str(ranking.names[c]) for c in columns],
-                         "scores": [round(float(ranking.scores[q, c]), 5) for c in columns]})
+                         "scores": [round(float(s), 5) for s in ranked.top_scores[q, :len(columns)]]})
     return pd.DataFrame(rows)
 
 
@@ -175,10 +178,9 @@ def cirr_submissions(ranking: Ranking) -> dict[str, dict[str, object]]:
     """The CIRR server's two files for a test split: per pairid the top-50 names (recall) and the top-3 of the
     img_set (recall_subset), the reference removed from both, as CLIP4Cir's cirr_test_submission.py writes them."""
     files = {}
-    for metric, k, excluded in (("recall", 50, ranking.reference_mask()),
-                                ("recall_subset", 3, ranking.outside_subset())):
-        top = top_k(ranking.scores, k, excluded)
+    for metric, ranked in (("recall", ranking.ranked(without_reference=True, k=50)),
+                           ("recall_subset", ranking.subset_ranked(k=3))):
         files[metric] = {"version": "rc2", "metric": metric,
-                         **{str(pair_id): ranking.names[columns].tolist()
-                            for pair_id, columns in zip(ranking.triplets["pair_id"], top, strict=True)}}
+                         **{str(pair_id): ranking.names[ranked.columns(q)].tolist()
+                            for q, pair_id in enumerate(ranking.triplets["pair_id"])}}
     return files
