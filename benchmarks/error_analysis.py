@@ -30,8 +30,8 @@ from pipeline.captioning.attributes import Attributes
 from pipeline.captioning.captions import caption_lookup
 from pipeline.config import load_params
 from pipeline.evaluation.metrics import recall_at_k
-from pipeline.evaluation.ranking import rank
 from pipeline.evaluation.protocols import QuerySet, Ranking
+from pipeline.evaluation.ranking import rank
 from pipeline.features.encode import text_features
 from pipeline.features.table import read_features
 from pipeline.models.clip import load_checkpoint, tokenizer_for

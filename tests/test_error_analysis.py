@@ -39,8 +39,8 @@ def test_every_image_above_the_target_gets_its_kind():
         "DV000011": _dress("blue", neckline="high neck"),                 # below the target: not counted
     }
     scores = torch.tensor([[0.9, 0.5, 0.6, 0.8, 0.7, 0.95, 0.1]])
-    ranking = Ranking("dress", pd.DataFrame({"reference": ["DV000000"]}), names, scores, torch.eye(7), torch.tensor([0]),
-                      torch.tensor([1]))
+    ranking = Ranking("dress", pd.DataFrame({"reference": ["DV000000"]}), names, scores, torch.eye(7),
+                      torch.tensor([0]), torch.tensor([1]))
     every, top = outranking_kinds([ranking], "val", attributes, family_size=4, families_val=2)
     assert every == {"reference": 1, "sibling": 1, "same attributes": 1, "1 field apart": 1, "3+ fields apart": 1}
     assert top == {"3+ fields apart": 1}

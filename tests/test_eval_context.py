@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from pipeline.errors import PipelineError
 from pipeline.evaluation.context import chance_recall, context_line, recall_context, stage1_sum_rankings
 from pipeline.evaluation.metrics import recall_at_k
-from pipeline.evaluation.ranking import rank
 from pipeline.evaluation.protocols import Ranking, cirr_metrics, fashioniq_metrics
+from pipeline.evaluation.ranking import rank
 from pipeline.features.table import write_features
 from pipeline.models.composition import normalised_sum
 
@@ -24,8 +24,8 @@ def _ranking(category: str, gallery: int, queries: int, hits_at_1: int, seed: in
     scores[torch.arange(queries), target] = torch.where(torch.arange(queries) < hits_at_1, 1.0, -1.0)
     names = np.array([f"{category}{i}" for i in range(gallery)])
     triplets = pd.DataFrame({"triplet_id": [f"{category}-q{i}" for i in range(queries)]})
-    return Ranking(category, triplets, names, scores, torch.eye(gallery), torch.from_numpy(rng.integers(0, gallery, queries)),
-                   target)
+    reference = torch.from_numpy(rng.integers(0, gallery, queries))
+    return Ranking(category, triplets, names, scores, torch.eye(gallery), reference, target)
 
 
 def test_chance_is_what_a_random_ranking_scores():
@@ -76,7 +76,8 @@ def test_no_small_category_leaves_the_line_without_a_mark():
 def test_cirr_chance_leaves_out_the_reference_and_counts_each_img_set():
     names = np.array(list("abcdefg"))
     triplets = pd.DataFrame({"triplet_id": ["1", "2"], "subset": [["a", "b", "c"], ["a", "b", "c", "d", "e", "f"]]})
-    ranking = Ranking("cirr", triplets, names, torch.rand(2, 7), torch.eye(7), torch.tensor([0, 1]), torch.tensor([1, 2]))
+    ranking = Ranking("cirr", triplets, names, torch.rand(2, 7), torch.eye(7), torch.tensor([0, 1]),
+                      torch.tensor([1, 2]))
     summary, _ = cirr_metrics([ranking], [1, 5, 10, 50])
     context = recall_context("cirr", [ranking], summary, [ranking])
     assert context["gallery"] == 7 and context["queries"] == 2

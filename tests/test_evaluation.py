@@ -23,7 +23,8 @@ NAMES = np.array(["a", "b", "c", "d", "e", "f", "g"])
 def _cirr_ranking(scores, reference, target, subsets, pair_ids=("11", "12")) -> Ranking:
     triplets = pd.DataFrame({"pair_id": list(pair_ids), "subset": subsets})
     target = None if target is None else torch.tensor(target)
-    return Ranking("cirr", triplets, NAMES, torch.tensor(scores), torch.eye(len(NAMES)), torch.tensor(reference), target)
+    return Ranking("cirr", triplets, NAMES, torch.tensor(scores), torch.eye(len(NAMES)), torch.tensor(reference),
+                   target)
 
 
 # Query 0: reference a scores highest (removed under CIRR's protocol); target c comes after b. Its img_set is

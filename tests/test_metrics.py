@@ -1,4 +1,3 @@
-import pytest
 
 from pipeline.evaluation.metrics import cirr_summary, fashioniq_summary
 
