@@ -62,7 +62,7 @@ def main() -> None:
     paths = write_images(args.dir / f"jpeg-{args.image_size}", n, args.image_size)
     model = model_for(arch, device).eval()
     store, _ = store_for(model, paths, args.dir / f"store-{arch}-{args.image_size}-{n}", args.workers)
-    size = store.pixels.shape[1:]
+    size = store.shape
     flops = count_flops(lambda: model.encode_images(torch.zeros((8, *size), dtype=torch.uint8, device=device))) / 8
 
     def seconds(fn) -> float:
@@ -96,7 +96,7 @@ def main() -> None:
                                        "batch": batch, "path": name, "per_s": n / took, "vs_plain": plain / took})
     print()
     print(markdown_table(["path", "images/s", "of ceiling", "vs plain"], table))
-    print(f"\n{flops / 1e9:.2f} GFLOP per image; the store holds {np.prod(store.pixels.shape) / 2**30:.2f} GiB")
+    print(f"\n{flops / 1e9:.2f} GFLOP per image; the store holds {n * np.prod(size) / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """End-to-end training epoch on real image files: the pipeline's path (every image decoded once into the image
-store, then `pipeline.training.loop.train` fed from it; resident on a GPU) against the plain loop, which decodes each
-batch's JPEGs with Pillow in DataLoader worker processes at every step (benchmarks/baseline.py). Also prints the
-first-time decoding rate into the store.
+store, then `pipeline.training.loop.train` fed from it) against the plain loop, which decodes each batch's JPEGs
+with Pillow in DataLoader worker processes at every step (benchmarks/baseline.py). The store in each of its formats
+(`--stores`): raw pixels (resident on a GPU) and re-encoded JPEG (decoded by threads on a CPU, by nvJPEG on a GPU),
+so the table says whether the smaller store starves training. Also prints the first-time decoding rate into each.
 
     python benchmarks/epoch.py                                              # CPU: tiny model, 1,024 images
     python benchmarks/epoch.py --images 20000 --batch-size 512 --step triplet   # GPU: ViT-B/32 at 224 px, bf16
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/fashion-cir-bench"))
     parser.add_argument("--no-plain", action="store_true", help="time the pipeline's path only")
+    parser.add_argument("--stores", nargs="+", choices=["raw", "jpeg"], default=["raw", "jpeg"])
     parser.add_argument("--jsonl", type=Path, help="append one JSON line per path to this file")
     args = parser.parse_args()
     device = device_from_arg(args.device)
@@ -61,26 +63,30 @@ def main() -> None:
     print(f"{arch}; {n} JPEGs of {args.image_size} px; {args.step} steps of {batch}; {args.workers} workers")
 
     paths = write_images(args.dir / f"jpeg-{args.image_size}", n, args.image_size)
-    store_dir = args.dir / f"store-{arch}-{args.image_size}-{n}"
-    fresh = not (store_dir / "store.json").is_file()
     model = model_for(arch, device)
-    decode_seconds = timed(lambda: store_for(model, paths, store_dir, args.workers), device)
-    store = ImageStore.open(store_dir)
-    rows = []
-    if fresh:
-        rows.append(["decode into the store (once)", f"{n / decode_seconds:,.0f} images/s", "-", "-"])
-
     runtime = Runtime(device, "bf16" if gpu else "fp32", compile=args.compile)
     runtime.prepare(model)
-    trained, loss = step_problem(args.step, model, StoredPixels(store, store.rows(paths), device), n, runtime)
-    warm = timed(lambda: train([(trained, params.lr)], loss, 3 * batch, params, 0, None, [model], runtime), device)
-    print(f"first 3 steps (warm-up{', compiling' if args.compile else ''}): {warm:.1f} s", flush=True)
-    fast = timed(lambda: train([(trained, params.lr)], loss, steps * batch, params, 0, None, [model], runtime),
-                 device)
-
     unit = "triplets/s" if args.step == "triplet" else "pairs/s"
-    name = f"pipeline: from the image store, {runtime.precision}" + (" + compile" if args.compile else "")
-    timings = [(name, fast)]
+    rows, timings, warm = [], [], 0.0
+    for fmt in args.stores:
+        store_dir = args.dir / f"store-{arch}-{args.image_size}-{n}-{fmt}"
+        fresh = not (store_dir / "store.json").is_file()
+        decode_seconds = timed(lambda: store_for(model, paths, store_dir, args.workers, fmt), device)
+        store = ImageStore.open(store_dir)
+        gib = sum(f.stat().st_size for f in store_dir.iterdir()) / 2**30
+        if fresh:
+            rows.append([f"decode into the {fmt} store (once)", f"{n / decode_seconds:,.0f} images/s", "-", "-"])
+            if args.jsonl:
+                append_result(args.jsonl, {"benchmark": "decode", "device": describe(device), "images": n,
+                                           "store": fmt, "per_s": n / decode_seconds, "workers": args.workers})
+        trained, loss = step_problem(args.step, model, StoredPixels(store, store.rows(paths), device), n, runtime)
+        warm = timed(lambda: train([(trained, params.lr)], loss, 3 * batch, params, 0, None, [model], runtime),
+                     device)
+        print(f"{fmt}: first 3 steps (warm-up{', compiling' if args.compile else ''}): {warm:.1f} s", flush=True)
+        fast = timed(lambda: train([(trained, params.lr)], loss, steps * batch, params, 0, None, [model], runtime),
+                     device)
+        timings.append((f"pipeline: from the {fmt} store ({gib:.2f} GiB), {runtime.precision}"
+                        + (" + compile" if args.compile else ""), fast))
     if not args.no_plain:
         model = plain_model(model_for(arch, device))
         decoded = DecodedBatch()
@@ -100,10 +106,7 @@ def main() -> None:
             append_result(args.jsonl, {"benchmark": "epoch", "device": describe(device), "arch": arch,
                                        "step": args.step, "images": n, "batch": batch, "path": path, "per_s": rate,
                                        "vs_plain": reference / seconds if reference else None,
-                                       "warmup_s": warm if path == name else None})
-    if fresh and args.jsonl:
-        append_result(args.jsonl, {"benchmark": "decode", "device": describe(device), "images": n,
-                                   "per_s": n / decode_seconds, "workers": args.workers})
+                                       "warmup_s": warm if path.startswith("pipeline") else None})
     print()
     print(markdown_table(["path", "throughput", "epoch s", "vs plain"], rows))
 

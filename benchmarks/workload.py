@@ -122,10 +122,12 @@ def tokens_for(model: RetrievalModel, kind: str, n: int, device: torch.device) -
             torch.tensor([ids[c] for c in texts], device=device))
 
 
-def store_for(model: RetrievalModel, paths: list[str], directory: Path, workers: int) -> tuple[ImageStore, dict]:
-    """The decoded-image store of `paths` for `model` (built, with its decoding report, unless already there)."""
+def store_for(model: RetrievalModel, paths: list[str], directory: Path, workers: int, fmt: str = "raw"
+              ) -> tuple[ImageStore, dict]:
+    """The image store of `paths` for `model` in format `fmt` (built, with its decoding report, unless there)."""
     if not (directory / "store.json").is_file():
-        report = build_store(paths, image_loader(preprocessing(model)), preprocessing(model), directory, workers)
+        report = build_store(paths, image_loader(preprocessing(model)), preprocessing(model), directory, workers,
+                             fmt=fmt)
     else:
         report = {"images": len(paths), "undecodable_images": 0, "resumed_from": len(paths)}
     return ImageStore.open(directory), report

@@ -134,6 +134,15 @@ class ModelParams(_Section):
     vision_pooling: Literal["mean", "cls"] = "mean"
 
 
+class StoreParams(_Section):
+    """How the `decode` stage keeps the images it fitted to the model's input size (pipeline/data/store.py): `raw`
+    uint8 pixels (nothing to decode when read), `jpeg` re-encoded at `quality` (about a tenth of the disk, decoded
+    again when read), or `auto`: raw while that takes under 4 GiB, jpeg above."""
+
+    format: Literal["auto", "raw", "jpeg"] = "auto"
+    quality: Annotated[int, Field(ge=50, le=100)] = 90
+
+
 class EmbedParams(_Section):
     batch_size: PositiveInt = 256
 
@@ -251,6 +260,7 @@ class Params(_Section):
     caption: CaptionParams = CaptionParams()
     triplets: TripletsParams = TripletsParams()
     model: ModelParams = ModelParams()
+    store: StoreParams = StoreParams()
     embed: EmbedParams = EmbedParams()
     negatives: NegativesParams = NegativesParams()
     stage1: Stage1Params = Stage1Params()

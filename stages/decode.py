@@ -11,7 +11,8 @@ def main() -> None:
     report = decode.run(stage_params("decode"), Paths())
     resumed = (f", resumed after {report['resumed_from']} ({report['decoded_again']} changed or failed before, decoded "
                f"again)" if report["resumed_from"] else "")
-    print(f"decode: {report['images']} images, {report['undecodable_images']} undecodable{resumed}")
+    print(f"decode: {report['images']} images, {report['undecodable_images']} undecodable, {report['format']} "
+          f"({report['bytes'] / 2**20:.1f} MiB){resumed}")
 
 
 if __name__ == "__main__":

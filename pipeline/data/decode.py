@@ -11,7 +11,8 @@ from pipeline.models.preprocessing import image_loader
 from pipeline.paths import Paths
 
 
-def run(params: Params, paths: Paths) -> dict[str, int]:
+def run(params: Params, paths: Paths) -> dict[str, int | str]:
     files = open_dataset(params.data).image_files()
     preprocess = input_preprocessing(params.model)
-    return build_store(files, image_loader(preprocess), preprocess, paths.image_store, params.compute.workers)
+    return build_store(files, image_loader(preprocess), preprocess, paths.image_store, params.compute.workers,
+                       params.store.format, params.store.quality)
