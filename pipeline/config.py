@@ -96,7 +96,7 @@ class CaptionParams(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     batch_size: PositiveInt = 64
     max_concurrency: PositiveInt = 32
-    url: str = ""
+    url: str | list[str] = ""  # one server, or a list of them: requests balanced across them
     serve_command: str = "vllm serve"
     serve_args: list[str] = Field(default_factory=list)
     startup_timeout: PositiveFloat = 900.0

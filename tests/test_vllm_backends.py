@@ -185,3 +185,31 @@ def test_offline_engine_gives_what_the_server_gives(tiny_catalogue, tiny_llava, 
         with VLLMServerCaptioner(_params(tiny_llava, url=server.url)) as online:
             served = online.caption([ImageToCaption(Path(p).stem, "dress", Path(p)) for p in paths])
     assert [r.raw if isinstance(r, Caption) else None for r in served] == offline["raw"]
+
+
+@needs_vllm
+def test_captions_are_balanced_across_several_servers(tiny_catalogue, tiny_llava, tmp_path, server_env):
+    """`caption.url` lists two running servers: every request is answered by one of them, both take a share, and
+    the captions are as valid as from one server."""
+    images, tags = _images(tiny_catalogue)
+    images = images.head(16)
+    params = _params(tiny_llava).model_copy(update={"max_concurrency": 2})
+    with launch(params, params.model, tmp_path / "a.log") as first, \
+            launch(params, params.model, tmp_path / "b.log") as second:
+        captioner = VLLMServerCaptioner(params.model_copy(update={"url": [first.url, f"{second.url}/"]}))
+        with captioner:
+            table, report = caption_images(images, tags, captioner, CaptionCache(tmp_path / "cache.sqlite"),
+                                           batch_size=8)
+            answered, usage = captioner.client.answered, captioner.usage()
+            assert captioner.url == f"{first.url}, {second.url}"
+    assert len(answered) == 2 and min(answered) >= 4 and sum(answered) == usage["requests"]
+    assert report["captioned"] + report.get("failed", 0) == len(images)
+    _assert_schema_valid(table)
+    for log in ("a.log", "b.log"):  # each server's own log shows it answered chat completions
+        assert "POST /v1/chat/completions" in (tmp_path / log).read_text()
+
+
+def test_a_url_list_with_an_unreachable_server_is_one_clear_error():
+    params = CaptionParams(backend="vllm", url=["http://127.0.0.1:9", "http://127.0.0.1:1"])
+    with pytest.raises(PipelineError, match=r"caption.url = 'http://127.0.0.1:9' does not answer"):
+        VLLMServerCaptioner(params).client.complete([])

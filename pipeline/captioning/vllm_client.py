@@ -1,9 +1,11 @@
 """Talking to a vLLM OpenAI-compatible server: `ChatClient` (many requests in flight) and the `vllm` backend.
 
-One `AsyncOpenAI` client on one event loop for the whole run; a semaphore bounds the requests in flight
-(`caption.max_concurrency`). JSON schemas go as `response_format` json_schema, so vLLM's grammar keeps answers
-inside the schema's vocabularies. The server is started lazily, on the first request: a fully cached re-run never
-loads the model.
+One `AsyncOpenAI` client per server on one event loop for the whole run; a semaphore bounds the requests in flight
+(`caption.max_concurrency` per server). `caption.url` may list several servers (one per GPU or per machine, each
+its own `vllm serve`): every request goes to the server with the fewest in flight, so a faster server takes more of
+the work and a slow one never holds the batch back by more than its own requests. JSON schemas go as
+`response_format` json_schema, so vLLM's grammar keeps answers inside the schema's vocabularies. A server the
+stage starts itself is started lazily, on the first request: a fully cached re-run never loads the model.
 """
 
 from __future__ import annotations
@@ -30,32 +32,45 @@ class ChatRequest:
     decoding: Decoding
 
 
+def server_urls(url: str | list[str]) -> list[str]:
+    """`caption.url` as a list of server URLs ([] = start one)."""
+    return [u.rstrip("/") for u in ([url] if isinstance(url, str) else url) if u]
+
+
 class ChatClient:
-    """Chat completions against `caption.url`, or against a server it starts from `caption.serve_command`."""
+    """Chat completions against the servers `caption.url` lists, or against one it starts from
+    `caption.serve_command`; each request to the server with the fewest requests in flight."""
 
     def __init__(self, params: CaptionParams, model: str, log_path: Path | None = None):
         self.params, self.model = params, model
         self._log_path = log_path
         self._servers = ExitStack()
         self._loop = asyncio.new_event_loop()
-        self._client: openai.AsyncOpenAI | None = None
+        self._clients: list[openai.AsyncOpenAI] = []
         self._semaphore: asyncio.Semaphore | None = None
-        self.url = ""
+        self.urls: list[str] = []
+        self.in_flight: list[int] = []
+        self.answered: list[int] = []  # requests each server answered, for the stage report
         self.versions: dict[str, str] = {}
 
+    @property
+    def url(self) -> str:
+        return ", ".join(self.urls)
+
     def _connect(self) -> None:
-        if self._client is not None:
+        if self._clients:
             return
         p = self.params
-        if p.url:
-            check_serves(p.url, self.model)
-            self.url = p.url.rstrip("/")
-        else:
-            self.url = self._servers.enter_context(launch(p, self.model, self._log_path)).url
-        self.versions = {"vllm": server_version(self.url)}
-        self._client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="EMPTY", timeout=REQUEST_TIMEOUT_S,
-                                          max_retries=2)
-        self._semaphore = asyncio.Semaphore(p.max_concurrency)
+        self.urls = server_urls(p.url)
+        for url in self.urls:
+            check_serves(url, self.model)
+        if not self.urls:
+            self.urls = [self._servers.enter_context(launch(p, self.model, self._log_path)).url]
+        self.versions = {"vllm": server_version(self.urls[0])}
+        self._clients = [openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="EMPTY", timeout=REQUEST_TIMEOUT_S,
+                                            max_retries=2) for url in self.urls]
+        self.in_flight, self.answered = [0] * len(self.urls), [0] * len(self.urls)
+        self._semaphore = asyncio.Semaphore(p.max_concurrency * len(self.urls))
 
     def complete(self, requests: list[ChatRequest]) -> list[Generation]:
         """One answer per request, in order; at most `max_concurrency` in flight."""
@@ -66,20 +81,25 @@ class ChatClient:
         return list(await asyncio.gather(*(self._request(r) for r in requests)))
 
     async def _request(self, request: ChatRequest) -> Generation:
-        assert self._client is not None and self._semaphore is not None
+        assert self._clients and self._semaphore is not None
         decoding = request.decoding
         async with self._semaphore:
+            server = min(range(len(self._clients)), key=lambda i: (self.in_flight[i], self.answered[i]))
+            self.in_flight[server] += 1
             try:
-                response = await self._client.chat.completions.create(
+                response = await self._clients[server].chat.completions.create(
                     model=self.model, messages=request.messages,  # type: ignore[arg-type]
                     max_tokens=decoding.max_tokens, temperature=decoding.temperature, seed=decoding.seed,
                     response_format={"type": "json_schema",
                                      "json_schema": {"name": "answer", "schema": request.schema, "strict": True}})
             except openai.APIConnectionError as error:
-                raise PipelineError(f"lost the vLLM server at {self.url} ({error}); the work finished so far is "
-                                    f"kept, re-run the stage to resume.") from None
+                raise PipelineError(f"lost the vLLM server at {self.urls[server]} ({error}); the work finished so "
+                                    f"far is kept, re-run the stage to resume.") from None
             except openai.BadRequestError as error:  # this one request was refused: not fatal
                 return Generation(text="", error=f"refused by the server: {error.message}")
+            finally:
+                self.in_flight[server] -= 1
+            self.answered[server] += 1
         choice = response.choices[0]
         usage = response.usage
         return Generation(text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
@@ -87,9 +107,9 @@ class ChatClient:
                           completion_tokens=usage.completion_tokens if usage else 0)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._loop.run_until_complete(self._client.close())
-            self._client = None
+        for client in self._clients:
+            self._loop.run_until_complete(client.close())
+        self._clients = []
         self._loop.close()
         self._servers.close()
 
