@@ -51,18 +51,30 @@ def stage_outputs(repo: Path, stage: str) -> list[Path]:
     return [repo / (o if isinstance(o, str) else next(iter(o))) for o in outs]
 
 
+# Run by a fresh interpreter between this process and `dvc`: Linux counts the memory a process had before exec in its
+# peak, so a `dvc` forked from this process (torch imported) would report at least this process's size.
+LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_stage(repo: Path, stage: str, log: Path) -> tuple[float, int]:
     """(wall seconds, peak resident bytes) of `dvc repro --single-item stage` in `repo`."""
     started = time.perf_counter()
+    peak_file = log.with_suffix(".peak")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # its python
     with log.open("ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=repo,
-                                   stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
+        code = subprocess.call([sys.executable, "-c", LAUNCHER, str(peak_file), sys.executable, "-m", "dvc",
+                                "repro", "--single-item", stage], cwd=repo, stdout=out, stderr=subprocess.STDOUT,
+                               env=env)
+    if code:
         tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{stage} failed at {repo} (exit status {process.returncode}):\n{tail}")
-    return time.perf_counter() - started, usage.ru_maxrss * 1024  # Linux reports kilobytes
+        raise SystemExit(f"{stage} failed at {repo} (exit status {code}):\n{tail}")
+    return time.perf_counter() - started, int(peak_file.read_text())
 
 
 def measure(scale: int, work: Path, jsonl: Path | None) -> list[dict]:

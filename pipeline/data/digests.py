@@ -13,6 +13,7 @@ import hashlib
 import os
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -52,20 +53,29 @@ class FileDigests:
 
     def of(self, paths: Sequence[str], desc: str = "hash") -> list[str]:
         """The digest of each path's content ("" for a file that cannot be read). Files whose size and modification
-        time are those remembered are not read; the rest are hashed and remembered."""
+        time are those remembered are not read; the rest are read and hashed by a thread per core (hashlib and
+        file reads release the GIL) and remembered."""
         known = {path: (size, mtime, digest) for path, size, mtime, digest
                  in self._db.execute("SELECT path, size, mtime_ns, digest FROM file_digests")}
-        digests, fresh = [], []
-        for path in tqdm(paths, desc=desc, unit="file", mininterval=2):
+        digests: list[str] = []
+        unread: list[tuple[int, str, tuple[int, int]]] = []
+        for i, path in enumerate(paths):
             signature = file_signature(path)
             remembered = known.get(path)
             if remembered is not None and remembered[:2] == signature:
                 digests.append(remembered[2])
-                continue
-            digest = _read_digest(path) if signature != (-1, -1) else ""
-            digests.append(digest)
-            if digest:
-                fresh.append((path, *signature, digest))
+            else:
+                digests.append("")
+                if signature != (-1, -1):
+                    unread.append((i, path, signature))
+        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            read = pool.map(_read_digest, [path for _, path, _ in unread], chunksize=64)
+            fresh = []
+            for (i, path, signature), digest in zip(unread, tqdm(read, total=len(unread), desc=desc, unit="file",
+                                                                 mininterval=2, disable=not unread), strict=True):
+                digests[i] = digest
+                if digest:
+                    fresh.append((path, *signature, digest))
         self._db.executemany("INSERT OR REPLACE INTO file_digests VALUES (?, ?, ?, ?)", fresh)
         self._db.commit()
         return digests

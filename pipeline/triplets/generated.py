@@ -60,6 +60,19 @@ def _generated_row(category: str, split: str, index: int, reference: tuple[str, 
             "query_text": triplet_query_text(caption1, caption2, prompt)}
 
 
+def _excluded_partners(names: list[str], exclude: set[tuple[str, str]]) -> dict[int, set[int]]:
+    """`exclude`'s (reference, target) pairs among `names`, as partner rows per anchor row: a set lookup per pair
+    once, instead of one per candidate partner for every triplet made."""
+    row: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        row.setdefault(name, []).append(i)
+    taken: dict[int, set[int]] = {}
+    for reference, target in exclude:
+        for r in row.get(reference, ()):
+            taken.setdefault(r, set()).update(row.get(target, ()))
+    return taken
+
+
 def generated_triplets(
     captions: pd.DataFrame, count_per_category: int, max_changed_fields: int, exclude: set[tuple[str, str]],
     use_reference_prompt: bool, rng: np.random.Generator, split: str = "train",
@@ -78,6 +91,7 @@ def generated_triplets(
         names, texts = group["name"].tolist(), group["caption"].tolist()
         codes = _attribute_codes(attributes)
         known = codes > 0
+        taken = _excluded_partners(names, exclude)
         made, progress = 0, True
         while made < count_per_category and progress:
             progress = False
@@ -86,11 +100,13 @@ def generated_triplets(
                     break
                 changed = (codes != codes[anchor]) & known[anchor] & known
                 counts = changed.sum(axis=1)
-                partners = [p for p in np.flatnonzero((counts >= 1) & (counts <= max_changed_fields))
-                            if (names[anchor], names[p]) not in exclude]
-                if not partners:
+                partners = np.flatnonzero((counts >= 1) & (counts <= max_changed_fields))
+                if anchor in taken:
+                    partners = partners[~np.isin(partners, list(taken[anchor]))]
+                if not len(partners):
                     continue
                 partner = int(partners[int(rng.integers(len(partners)))])
+                taken.setdefault(int(anchor), set()).add(partner)
                 fields = attributes[anchor].changed_fields(attributes[partner])
                 rows.append(_generated_row(category, split, made, (names[anchor], attributes[anchor], texts[anchor]),
                                            (names[partner], attributes[partner], texts[partner]), fields,
