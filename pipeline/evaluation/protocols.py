@@ -114,11 +114,11 @@ class QuerySet:
             rows = np.flatnonzero((self.gallery["category"] == category).to_numpy(copy=True))
             names = self.gallery["name"].to_numpy()[rows]
             column = {name: i for i, name in enumerate(names)}
-            features = gallery_features[torch.from_numpy(rows)]
+            features = gallery_features[torch.from_numpy(rows)].to(model.device)  # ranked where the model runs
             reference = torch.tensor([column[n] for n in triplets["reference"]], dtype=torch.long)
             with torch.no_grad():
-                query = model.compose(features[reference].to(model.device),
-                                      texts[torch.from_numpy(in_category)].to(model.device), mode).cpu()
+                query = model.compose(features[reference.to(model.device)],
+                                      texts[torch.from_numpy(in_category)].to(model.device), mode)
             hidden = (triplets["target"] == "").any()
             target = None if hidden else torch.tensor([column[n] for n in triplets["target"]], dtype=torch.long)
             rankings.append(Ranking(str(category), triplets, names, query, features, reference, target))

@@ -61,21 +61,23 @@ def rank(query: torch.Tensor, gallery: torch.Tensor, target: torch.Tensor | None
 
     `excluded` [Q] names one column removed from each query's ranking (CIRR removes the reference); `members`
     [Q, M] (-1 padded) restricts each ranking to those columns (CIRR's img_set), less the excluded one. A target
-    outside what the ranking holds is never retrieved (rank MISSED), as in CLIP4Cir's CIRR code."""
-    q_count, g_count = len(query), len(gallery)
+    outside what the ranking holds is never retrieved (rank MISSED), as in CLIP4Cir's CIRR code. The scores are
+    computed on `query`'s device (a GPU ranks a million-image gallery in seconds); the results come back on the CPU."""
+    q_count, g_count, device = len(query), len(gallery), query.device
+    gallery = gallery.to(device)
     width = min(k, g_count if members is None else members.shape[1])
     ranks = torch.empty(q_count if target is not None else 0, dtype=torch.long)
     top = torch.full((q_count, width), -1, dtype=torch.long)
     top_scores = torch.full((q_count, width), float("nan"), dtype=query.dtype)
     if members is not None:
-        members = _sorted_members(members, g_count)
+        members = _sorted_members(members.to(device), g_count)
     step = chunk_rows(g_count, cells)
     for start in range(0, q_count, step):
         rows = slice(start, min(start + step, q_count))
         scores = query[rows] @ gallery.T
-        held = scores.new_ones(scores.shape, dtype=torch.bool)  # what each query's ranking holds
+        held = torch.ones(scores.shape, dtype=torch.bool, device=device)  # what each query's ranking holds
         if excluded is not None:
-            held[torch.arange(len(scores)), excluded[rows]] = False
+            held[torch.arange(len(scores), device=device), excluded[rows].to(device)] = False
         columns = None
         if members is not None:  # rank within the members: their scores, in column order
             columns = members[rows]
@@ -84,14 +86,14 @@ def rank(query: torch.Tensor, gallery: torch.Tensor, target: torch.Tensor | None
             held = held.gather(1, gathered) & valid
             scores = scores.gather(1, gathered)
         if target is not None:
-            ranks[rows] = _target_ranks(scores, held, target[rows], columns)
+            ranks[rows] = _target_ranks(scores, held, target[rows].to(device), columns).cpu()
         if width:
             best, values = exact_top_k(scores.masked_fill(~held, float("-inf")), width)
-            inside = torch.arange(width)[None, :] < held.sum(dim=1, keepdim=True)
+            inside = torch.arange(width, device=device)[None, :] < held.sum(dim=1, keepdim=True)
             if columns is not None:
                 best = columns.gather(1, best)
-            top[rows] = torch.where(inside, best, -1)
-            top_scores[rows] = torch.where(inside, values, float("nan"))
+            top[rows] = torch.where(inside, best, -1).cpu()
+            top_scores[rows] = torch.where(inside, values, float("nan")).cpu()
     return Ranked(ranks, top, top_scores)
 
 
@@ -107,7 +109,7 @@ def _target_ranks(scores: torch.Tensor, held: torch.Tensor, target: torch.Tensor
                   columns: torch.Tensor | None) -> torch.Tensor:
     """0-based rank of each row's target among the `held` entries of `scores`; MISSED where it is not held."""
     if columns is None:
-        position, present = target, torch.ones(len(target), dtype=torch.bool)
+        position, present = target, torch.ones(len(target), dtype=torch.bool, device=target.device)
     else:
         matches = columns == target[:, None]
         position, present = matches.int().argmax(dim=1), matches.any(dim=1)
