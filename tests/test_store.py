@@ -42,7 +42,9 @@ def test_store_holds_each_file_once_and_skips_what_cannot_be_decoded(tmp_path):
     assert report["resumed_from"] == 0 and report["decoded_again"] == 0
     store = ImageStore.open(tmp_path / "store")
     assert store.rows(paths).tolist() == [0, -1, -1, 3, 0]
-    assert store.pixels.dtype == np.uint8 and store.pixels.shape[1:] == (3, 64, 64) == store.shape
+    assert store.format == "raw" and store.shape == (3, 64, 64)
+    whole = np.load(tmp_path / "store" / "pixels.npy")  # a standard .npy file, a row per distinct path
+    assert whole.dtype == np.uint8 and whole.shape == (4, 3, 64, 64) and np.array_equal(whole[3], store.read([3])[0])
     assert np.array_equal(store.read([3])[0], decode_file(good[1], loader).numpy())
     table, rows, lacking = store.select(pd.DataFrame({"path": paths, "name": list("abcde")}))
     assert table["name"].tolist() == ["a", "d", "e"] and rows.tolist() == [0, 3, 0] and lacking == 2

@@ -1,7 +1,7 @@
 """The image store: every image decoded and fitted to the model's input size once (stage `decode`), so no later stage
 or epoch opens a catalogue's own files again. Two formats, one reader:
 
-    raw   pixels.npy, uint8 [N, 3, H, W], read memory-mapped: nothing to decode, 150 KB a photo at 224 px (338 KB
+    raw   pixels.npy, uint8 [N, 3, H, W] (a standard .npy): nothing to decode, 150 KB a photo at 224 px (338 KB
           at LLaVA's 336 px), so a million photos would need 150 to 340 GB of disk
     jpeg  images.bin, each image re-encoded at the input size (quality `store.quality`, no chroma subsampling, since
           colour is what fashion queries ask about most), with its offset and length in locations.npy: about a
@@ -67,9 +67,9 @@ def encode_jpeg(pixels: torch.Tensor, quality: int) -> bytes:
     return buffer.getvalue()
 
 
-def decode_jpeg(data: bytes | np.ndarray) -> np.ndarray:
+def decode_jpeg(data: bytes) -> np.ndarray:
     """uint8 [3, H, W] from a store's JPEG bytes (Pillow, as on every machine: the same pixels everywhere)."""
-    with Image.open(io.BytesIO(memoryview(data))) as image:
+    with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB")).transpose(2, 0, 1)
 
 
@@ -146,8 +146,9 @@ class _Partial:
                                           shape=(count, 2)).flush()
                 (directory / "images.bin").write_bytes(b"")
         self.records = np.load(directory / "records.npy", mmap_mode="r+")
-        if fmt == "raw":
-            self.pixels = np.load(directory / "pixels.npy", mmap_mode="r+")
+        if fmt == "raw":  # rows written with pwrite: no mapped page of the array counts in this process's memory
+            self.pixels = open(directory / "pixels.npy", "r+b")
+            self.data_offset, self.row_bytes = npy_data_offset(directory / "pixels.npy"), int(np.prod(shape))
         else:
             self.locations = np.load(directory / "locations.npy", mmap_mode="r+")
             self.images = open(directory / "images.bin", "r+b")
@@ -158,7 +159,8 @@ class _Partial:
             paths: Sequence[str]) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if self.format == "raw":
-            self.pixels[rows] = images.numpy()
+            for row, pixels in zip(rows, images.numpy(), strict=True):
+                os.pwrite(self.pixels.fileno(), pixels.tobytes(), self.data_offset + int(row) * self.row_bytes)
         else:
             for row, data in zip(rows, images, strict=True):
                 self.locations[row] = (self.images.tell(), len(data))
@@ -170,7 +172,7 @@ class _Partial:
         """Everything put so far on disk; returns the end of the encoded images (0 for raw)."""
         self.records.flush()
         if self.format == "raw":
-            self.pixels.flush()
+            os.fsync(self.pixels.fileno())
             return 0
         self.locations.flush()
         self.images.flush()
@@ -178,8 +180,7 @@ class _Partial:
         return self.images.tell()
 
     def close(self) -> None:
-        if self.format != "raw":
-            self.images.close()
+        (self.pixels if self.format == "raw" else self.images).close()
         del self.records
 
 
@@ -275,18 +276,28 @@ def _decoders() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="store-decode")
 
 
+def npy_data_offset(path: Path) -> int:
+    """Where a .npy file's array data starts (after its header)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        return f.tell()
+
+
 @dataclass
 class ImageStore:
-    """A built store, memory-mapped: `read(rows)` gives the images at those rows (`row_of[path]`)."""
+    """A built store: `read(rows)` gives the images at those rows (`row_of[path]`). Rows are read with pread, not
+    through a memory map, so a stage that reads every image once holds a batch of them, not the store: the pages
+    read stay in the kernel's page cache, which gives them back under pressure, and out of the stage's own memory."""
 
     directory: Path
     row_of: dict[str, int]
     preprocessing: dict
     format: str
-    shape: tuple[int, ...]          # one image: (3, H, W)
-    pixels: np.ndarray | None       # raw: uint8 [N, 3, H, W]
-    encoded: np.ndarray | None      # jpeg: the bytes of images.bin
-    locations: np.ndarray | None    # jpeg: [N, 2] offset and length of each row's image
+    shape: tuple[int, ...]            # one image: (3, H, W)
+    file: int                         # descriptor of pixels.npy (raw) or images.bin (jpeg)
+    data_offset: int                  # raw: where the array's rows start in pixels.npy
+    locations: np.ndarray | None      # jpeg: [N, 2] offset and length of each row's image
 
     @classmethod
     def open(cls, directory: str | Path) -> ImageStore:
@@ -298,10 +309,9 @@ class ImageStore:
         index = pd.read_parquet(directory / "index.parquet")
         fmt = meta.get("format", "raw")
         raw = fmt == "raw"
+        data = directory / ("pixels.npy" if raw else "images.bin")
         return cls(directory, dict(zip(index["path"], index["row"].tolist(), strict=True)), meta["preprocessing"],
-                   fmt, tuple(meta["shape"][1:]),
-                   np.load(directory / "pixels.npy", mmap_mode="r") if raw else None,
-                   None if raw else _bytes_map(directory / "images.bin"),
+                   fmt, tuple(meta["shape"][1:]), os.open(data, os.O_RDONLY), npy_data_offset(data) if raw else 0,
                    None if raw else np.load(directory / "locations.npy"))
 
     def check(self, preprocessing: dict, who: str) -> None:
@@ -320,17 +330,20 @@ class ImageStore:
         kept = rows >= 0
         return table[kept].reset_index(drop=True), rows[kept], int((~kept).sum())
 
-    def jpeg_bytes(self, row: int) -> np.ndarray:
-        """A jpeg store's encoded image at `row` (a view of the memory map)."""
+    def jpeg_bytes(self, row: int) -> bytes:
+        """A jpeg store's encoded image at `row`."""
         offset, length = self.locations[row]
-        return self.encoded[offset:offset + length]
+        return os.pread(self.file, int(length), int(offset))
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
-        """uint8 [len(rows), 3, H, W] on the CPU: gathered from the memory map, or decoded by a thread per core."""
+        """uint8 [len(rows), 3, H, W] on the CPU: raw rows read as they are, jpeg ones decoded by a thread per core."""
         rows = np.asarray(rows, dtype=np.int64)
-        if self.pixels is not None:
-            return torch.from_numpy(self.pixels[rows])
         out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+        if self.format == "raw":
+            size = out[0].nbytes if len(out) else 0
+            for i, row in enumerate(rows.tolist()):
+                os.preadv(self.file, [out[i]], self.data_offset + row * size)
+            return torch.from_numpy(out)
 
         def decode_into(i: int) -> None:
             out[i] = decode_jpeg(self.jpeg_bytes(int(rows[i])))
@@ -338,10 +351,8 @@ class ImageStore:
         list(_decoders().map(decode_into, range(len(rows))))
         return torch.from_numpy(out)
 
-
-def _bytes_map(path: Path) -> np.ndarray:
-    """The file's bytes memory-mapped (an empty array for an empty file, which numpy cannot map)."""
-    return np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.empty(0, dtype=np.uint8)
+    def __del__(self) -> None:
+        os.close(self.file)
 
 
 class StoredPixels:
@@ -353,7 +364,7 @@ class StoredPixels:
     def __init__(self, store: ImageStore, rows: np.ndarray, device: torch.device):
         self.store, self.rows, self.device = store, np.asarray(rows, dtype=np.int64), device
         self.resident: torch.Tensor | None = None
-        if device.type == "cuda" and store.pixels is not None:
+        if device.type == "cuda" and store.format == "raw":
             size = len(self.rows) * int(np.prod(store.shape))
             if size < torch.cuda.mem_get_info(device)[0] / 2:
                 self.resident = torch.empty((len(self.rows), *store.shape), dtype=torch.uint8, device=device)
@@ -371,15 +382,16 @@ class StoredPixels:
         rows = self.rows[np.asarray(positions)]
         if self.device.type != "cuda":
             return self.store.read(rows)
-        if self.store.pixels is None:
+        if self.store.format == "jpeg":
             return gpu_decode([self.store.jpeg_bytes(int(r)) for r in rows], self.device)
         return self.store.read(rows).pin_memory().to(self.device, non_blocking=True)
 
 
-def gpu_decode(encoded: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def gpu_decode(encoded: list[bytes], device: torch.device) -> torch.Tensor:
     """uint8 [b, 3, H, W] decoded on `device` by nvJPEG (torchvision's batched decoder)."""
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as nvjpeg
 
-    images = nvjpeg([torch.from_numpy(np.array(e)) for e in encoded], mode=ImageReadMode.RGB, device=device)
+    images = nvjpeg([torch.frombuffer(bytearray(e), dtype=torch.uint8) for e in encoded], mode=ImageReadMode.RGB,
+                    device=device)
     return torch.stack(images)
