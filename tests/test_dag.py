@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pipeline.captioning.vllm_server import free_port
 from pipeline.config import NegativesParams, Params
 from pipeline.models.clip import load_checkpoint, tokenizer_for
 from pipeline.negatives import mine
@@ -148,6 +152,19 @@ def test_stages_under_torchrun_with_two_gloo_processes_train_as_one_process(tiny
             for a, b in ((single.encode_images(pixels), distributed.encode_images(pixels)),
                          (single.encode_texts(tokens), distributed.encode_texts(tokens))):
                 torch.testing.assert_close(b, a, rtol=0, atol=5e-3, msg=str(stage))
+
+    # Two nodes, as docs/scale.md starts them: torchrun on each with one rendezvous (here both on loopback, one
+    # process a node, one shared checkout); the stage sees it is under torchrun and trains as one process.
+    set_params(root, {"compute": {"processes": 1}})
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint,
+                               "--rdzv-id", "two-nodes", "-m", "stages.stage1"], cwd=root, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    np.testing.assert_allclose(_loss_curve(root, "stage1"), _loss_curve(reference, "stage1"), rtol=1e-4)
 
 
 @needs_vllm

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 
 MISSED = torch.iinfo(torch.long).max  # the rank of a target that cannot be retrieved (it was removed)
 CHUNK_CELLS = 1 << 24  # scores per chunk: 64 MB of float32 plus the masks built on them, a few hundred MB at most
@@ -72,7 +73,8 @@ def rank(query: torch.Tensor, gallery: torch.Tensor, target: torch.Tensor | None
     if members is not None:
         members = _sorted_members(members.to(device), g_count)
     step = chunk_rows(g_count, cells)
-    for start in range(0, q_count, step):
+    for start in tqdm(range(0, q_count, step), desc=f"rank against {g_count:,} images", unit="chunk",
+                      mininterval=2, disable=q_count <= step):
         rows = slice(start, min(start + step, q_count))
         scores = query[rows] @ gallery.T
         held = torch.ones(scores.shape, dtype=torch.bool, device=device)  # what each query's ranking holds

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from pipeline.captioning.attributes import PATTERN_NOUNS, Attributes
 from pipeline.triplets.query_text import triplet_query_text
@@ -86,15 +87,18 @@ def generated_triplets(
     The reference prompt is the reference's caption, as for annotated triplets.
     """
     rows = []
-    for category, group in captions.groupby("category", sort=True):
+    groups = captions.groupby("category", sort=True)
+    progress = tqdm(total=count_per_category * groups.ngroups, desc=f"generate {split} triplets", unit="triplet",
+                    mininterval=2)
+    for category, group in groups:
         attributes = [Attributes.from_dict(json.loads(a)) for a in group["attributes"]]
         names, texts = group["name"].tolist(), group["caption"].tolist()
         codes = _attribute_codes(attributes)
         known = codes > 0
         taken = _excluded_partners(names, exclude)
-        made, progress = 0, True
-        while made < count_per_category and progress:
-            progress = False
+        made, progressed = 0, True
+        while made < count_per_category and progressed:
+            progressed = False
             for anchor in rng.permutation(len(names)):
                 if made >= count_per_category:
                     break
@@ -112,5 +116,7 @@ def generated_triplets(
                                            (names[partner], attributes[partner], texts[partner]), fields,
                                            use_reference_prompt, rng))
                 exclude.add((names[anchor], names[partner]))
-                made, progress = made + 1, True
+                made, progressed = made + 1, True
+                progress.update()
+    progress.close()
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS)
