@@ -67,7 +67,7 @@ def main() -> None:
     runtime = Runtime(device, "bf16" if gpu else "fp32", compile=args.compile)
     runtime.prepare(model)
     unit = "triplets/s" if args.step == "triplet" else "pairs/s"
-    rows, timings, warm = [], [], 0.0
+    rows, timings, warmups = [], [], {}
     for fmt in args.stores:
         store_dir = args.dir / f"store-{arch}-{args.image_size}-{n}-{fmt}"
         fresh = not (store_dir / "store.json").is_file()
@@ -85,8 +85,10 @@ def main() -> None:
         print(f"{fmt}: first 3 steps (warm-up{', compiling' if args.compile else ''}): {warm:.1f} s", flush=True)
         fast = timed(lambda: train([(trained, params.lr)], loss, steps * batch, params, 0, None, [model], runtime),
                      device)
-        timings.append((f"pipeline: from the {fmt} store ({gib:.2f} GiB), {runtime.precision}"
-                        + (" + compile" if args.compile else ""), fast))
+        name = f"pipeline: from the {fmt} store ({gib:.2f} GiB), {runtime.precision}" + (
+            " + compile" if args.compile else "")
+        timings.append((name, fast))
+        warmups[name] = warm
     if not args.no_plain:
         model = plain_model(model_for(arch, device))
         decoded = DecodedBatch()
@@ -106,7 +108,7 @@ def main() -> None:
             append_result(args.jsonl, {"benchmark": "epoch", "device": describe(device), "arch": arch,
                                        "step": args.step, "images": n, "batch": batch, "path": path, "per_s": rate,
                                        "vs_plain": reference / seconds if reference else None,
-                                       "warmup_s": warm if path.startswith("pipeline") else None})
+                                       "warmup_s": warmups.get(path)})
     print()
     print(markdown_table(["path", "throughput", "epoch s", "vs plain"], rows))
 
