@@ -5,12 +5,14 @@
     fashion-cir search --image REF                                   # image only: more like this
     fashion-cir search ... --where "colour = red" --where "price <= 40" [--every-category]
     fashion-cir search --queries queries.csv [--k 10] [--json]     # columns image, text (CSV, or JSON lines)
-    fashion-cir serve [--host 127.0.0.1] [--port 8000] [--max-batch 64]   # the web page and JSON API
+    fashion-cir serve [--host 127.0.0.1] [--port 8000] [--max-batch 64] [--no-metrics] [--follow-seconds 1]
+                                                                     # the web page and JSON API
     fashion-cir plots [REVISION ...]                                 # every plot, offline: plots/report/
     fashion-cir warm -- dvc repro                                    # stages share one warm interpreter
 
-REF is a gallery image's name or an image file; a query with a gallery reference searches its category unless
---every-category (or a --where on the category). Run from the repository (or pass --root): the model is
+REF is a gallery image (its name, its products.csv file name, or its file's path) or another image file; a query
+with a gallery reference searches its category unless --every-category (or a --where on the category). `serve`
+beyond 127.0.0.1 needs an API key in FASHION_CIR_API_KEY. Run from the repository (or pass --root): the model is
 models/stage2 and the index is index/, both made by `dvc repro`. Bad input ends with one sentence on stderr and exit
 status 1; nothing is written.
 """
@@ -75,7 +77,11 @@ def serve(args: argparse.Namespace) -> None:
 
     if args.max_batch < 1:
         raise PipelineError(f"--max-batch {args.max_batch} is not allowed: use 1 (one query at a time) or more.")
-    run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint, max_batch=args.max_batch)
+    if args.follow_seconds < 0:
+        raise PipelineError(f"--follow-seconds {args.follow_seconds} is not allowed: use 0 (never follow the index) "
+                            f"or more.")
+    run_server(Paths(args.root), host=args.host, port=args.port, checkpoint=args.checkpoint, max_batch=args.max_batch,
+               metrics=not args.no_metrics, follow_seconds=args.follow_seconds)
 
 
 def plots(args: argparse.Namespace) -> None:
@@ -109,10 +115,14 @@ def parser() -> argparse.ArgumentParser:
                       help="search every category (a query with a gallery reference searches its category)")
     find.add_argument("--json", action="store_true", help="print JSON instead of a table")
     web = commands.choices["serve"]
-    web.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="the address to listen on (default: this machine only; any other needs FASHION_CIR_API_KEY)")
     web.add_argument("--port", type=int, default=8000)
     web.add_argument("--max-batch", type=int, default=64,
                      help="concurrent queries answered together, at most (default 64; 1: one at a time)")
+    web.add_argument("--no-metrics", action="store_true", help="serve no Prometheus metrics at /metrics")
+    web.add_argument("--follow-seconds", type=float, default=1.0,
+                     help="check index/ for a new version this often and swap it in (default 1; 0: never)")
     commands.choices["plots"].add_argument(
         "revisions", nargs="*", help="compare these git revisions or experiments (dvc plots diff); none: the workspace")
     commands.add_parser(

@@ -18,7 +18,7 @@ def main() -> None:
         line += f"; {report['upserted']} upserted, {report['deleted']} deleted"
     if "captioned" in report:
         line += f"; {report['captioned']} captioned, {report['captions_cached']} captions from the cache"
-    print(line)
+    print(f"{line}; version {report['version']}")
 
 
 if __name__ == "__main__":

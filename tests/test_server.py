@@ -94,7 +94,7 @@ def test_k_defaults_to_ten(client: TestClient, reference: str):
     ({"text": "   "}, None, 400, "the query is empty; give a text"),
     ({"k": "3"}, None, 400, "the query is empty; give a text"),
     ({"reference": "no-such-image", "text": TEXT}, None, 400, "no gallery image is named"),
-    ({"reference": "{image_file}", "text": TEXT}, None, 400, "no gallery image is named"),  # a path is not a name
+    ({"reference": "{image_file}.png", "text": TEXT}, None, 400, "no gallery image is named"),  # not a gallery file
     ({"reference": "/etc/passwd", "text": TEXT}, None, 400, "no gallery image is named"),
     ({"text": TEXT}, b"not an image", 400, "not an image Pillow can read"),
     ({"text": TEXT}, b"", 400, "not an image Pillow can read"),
@@ -117,6 +117,26 @@ def test_a_bad_search_is_one_sentence_and_the_server_carries_on(client: TestClie
     assert list(answer.json()) == ["error"] and message in answer.json()["error"]
     assert answer.json()["error"].endswith(".") and "\n" not in answer.json()["error"]
     good_search(client, reference)
+
+
+def test_a_gallery_image_is_found_by_every_name_a_shop_knows(client: TestClient, engine: SearchEngine, reference: str,
+                                                              image_file: Path, search_root: Path, tmp_path: Path):
+    """Its name, its file name (the products.csv value), its file's path under the gallery root, the repository,
+    or absolute: the same image, with its category and caption; a copy of the file elsewhere is not it."""
+    expected = good_search(client, reference)
+    gallery_root = search_root / engine.description["gallery"]  # here outside the repository: an absolute path
+    spellings = [image_file.name, str(image_file), str(image_file.relative_to(gallery_root))]
+    for spelling in spellings:
+        answer = good_search(client, spelling)
+        assert answer["reference"] == reference and answer["filters"] == expected["filters"], spelling
+        assert answer["hits"] == expected["hits"] and answer["query_text"] == expected["query_text"]
+        if not Path(spelling).is_absolute():  # a URL path holds the relative ones
+            shown = client.get(f"/images/{spelling}")
+            assert shown.status_code == 200 and shown.content == image_file.read_bytes(), spelling
+    copy = tmp_path / image_file.name
+    copy.write_bytes(image_file.read_bytes())
+    refused = client.post("/api/search", data={"reference": str(copy), "text": TEXT})
+    assert refused.status_code == 400 and "no gallery image is named" in refused.json()["error"]
 
 
 @pytest.mark.parametrize("url, message", [

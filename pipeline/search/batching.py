@@ -7,12 +7,16 @@ nothing (no timer holds it back), and under load each batch is as large as the l
 add its length to every query when the server is quiet and help little when it is busy, since the worker is busy
 then anyway. The model runs in one thread at a time, as torch on a shared model should; the event loop only parses
 requests and waits on futures.
+
+The engine is asked for at the start of each batch (`current`), so a server that follows its index
+(pipeline/search/live.py) answers each batch wholly from one version.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from pipeline.errors import PipelineError
@@ -21,11 +25,15 @@ from pipeline.search.engine import Answer, Query, SearchEngine
 MAX_BATCH = 64
 
 
+BatchObserver = Callable[[int, dict[str, float]], None]  # (queries in the batch, seconds per phase)
+
+
 class QueryBatcher:
     """Queries in, answers out, through one worker thread that answers whatever is waiting as one batch."""
 
-    def __init__(self, engine: SearchEngine, max_batch: int = MAX_BATCH):
-        self.engine, self.max_batch = engine, max_batch
+    def __init__(self, current: Callable[[], SearchEngine], max_batch: int = MAX_BATCH,
+                 observe: BatchObserver | None = None):
+        self.current, self.max_batch, self.observe = current, max_batch, observe
         self.waiting: queue.SimpleQueue[tuple[Query, Future]] = queue.SimpleQueue()
         self.batches = self.queries = self.largest = 0  # what /health reports: how much batching happened
         threading.Thread(target=self._work, name="fashion-cir search", daemon=True).start()
@@ -46,10 +54,14 @@ class QueryBatcher:
                     break
             self.batches, self.queries = self.batches + 1, self.queries + len(batch)
             self.largest = max(self.largest, len(batch))
+            phases: dict[str, float] = {}
             try:
-                answers: list[Answer | PipelineError] = self.engine.search_many([query for query, _ in batch])
+                answers: list[Answer | PipelineError] = self.current().search_many([query for query, _ in batch],
+                                                                                   phases)
             except Exception as error:  # a bug: every query of the batch fails with it, the worker carries on
                 answers = [error] * len(batch)  # type: ignore[list-item]
+            if self.observe is not None:
+                self.observe(len(batch), phases)
             for (_, future), answer in zip(batch, answers, strict=True):
                 if isinstance(answer, Exception):
                     future.set_exception(answer)

@@ -43,6 +43,7 @@ from pipeline.paths import Paths
 from pipeline.search.filters import Condition, GalleryFilter, parse_where
 from pipeline.search.gallery import filterable_columns
 from pipeline.search.index import checkpoint_digest
+from pipeline.search.names import GalleryNames
 from pipeline.search.vectors import GalleryVectors, open_vectors
 from pipeline.triplets.query_text import triplet_query_text
 
@@ -73,52 +74,72 @@ class Answer:
     filters: list[str] = field(default_factory=list)  # every filter applied, the reference's category included
     hits: list[Hit] = field(default_factory=list)
     milliseconds: float = 0.0
+    version: str = ""       # the index version that answered (index/index.json)
 
 
 class SearchEngine:
     """The stage-2 model and the gallery index, checked to belong together."""
 
-    def __init__(self, model: RetrievalModel, vectors: GalleryVectors, gallery: pd.DataFrame, description: dict):
+    def __init__(self, model: RetrievalModel, vectors: GalleryVectors, gallery: pd.DataFrame, description: dict,
+                 root: Path = Path(".")):
         self.model, self.vectors, self.gallery, self.description = model.eval(), vectors, gallery, description
+        self.version = str(description.get("version", ""))
+        self.known = GalleryNames(gallery, root, str(description.get("gallery", "")))
         self.tokenizer = tokenizer_for(model.arch)
         self.loader = image_loader(preprocessing(model))
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
         self.names, self.categories, self.paths = (gallery[c].astype(str).tolist()
                                                    for c in ("name", "category", "path"))  # pandas rows are slow
         self.filter = GalleryFilter(gallery[filterable_columns(gallery)])
+        self.category_names = sorted(set(self.categories))
         self.stored_exactly = vectors.exact  # a gallery reference's feature is read back from the index
 
     @classmethod
-    def open(cls, paths: Paths = Paths(), checkpoint: Path | None = None) -> SearchEngine:
-        """The index under `paths` and the model it was built from (or `checkpoint`, which must be that model)."""
+    def open(cls, paths: Paths = Paths(), checkpoint: Path | None = None, serving: SearchEngine | None = None,
+             description: dict | None = None) -> SearchEngine:
+        """The index under `paths` (described by `description`, index.json unless given) and the model it was
+        built from (or `checkpoint`, which must be that model). The model of `serving`, an engine already open, is
+        shared when the index was built from it, rather than loaded again."""
         meta = paths.index_dir / "index.json"
         if not meta.is_file() or not (paths.index_dir / "gallery.parquet").is_file():
             raise PipelineError(f"no search index at {paths.index_dir}; build it with `dvc repro` (the `index` "
                                 f"stage runs after `stage2`).")
-        description = json.loads(meta.read_text())
+        description = description or json.loads(meta.read_text())
+        gallery = pd.read_parquet(paths.index_dir / "gallery.parquet")
+        gallery["path"] = [str(paths.root / path) for path in gallery["path"]]  # stored relative to the repository
+        if serving is not None and serving.description["model"] == description["model"]:
+            vectors = open_vectors(description, paths, gallery["name"].astype(str).tolist())
+            return cls(serving.model, vectors, gallery, description, paths.root)
         checkpoint = checkpoint or paths.stage2_dir
         if not (checkpoint / "model.pt").is_file():
             raise PipelineError(f"{checkpoint / 'model.pt'} is missing; run `dvc repro` first.")
         if checkpoint_digest(checkpoint) != description["model"]:
             raise PipelineError(f"the index at {paths.index_dir} was built from another model than the one in "
                                 f"{checkpoint}; run `dvc repro` to rebuild it for this model.")
-        gallery = pd.read_parquet(paths.index_dir / "gallery.parquet")
-        gallery["path"] = [str(paths.root / path) for path in gallery["path"]]  # stored relative to the repository
         vectors = open_vectors(description, paths, gallery["name"].astype(str).tolist())
-        return cls(load_checkpoint(checkpoint, root=paths.root), vectors, gallery, description)
+        return cls(load_checkpoint(checkpoint, root=paths.root), vectors, gallery, description, paths.root)
+
+    def close(self) -> None:
+        """Let go of the index's connection (Milvus); called once no search uses this engine."""
+        self.vectors.close()
+
+    def resolve(self, reference: str | Path, files: bool = True) -> str | None:
+        """The gallery name a reference stands for (pipeline/search/names.py), None outside the gallery."""
+        return self.known.resolve(reference, files)
 
     def reference_pixels(self, image: str | Path | bytes) -> tuple[torch.Tensor, str, str]:
         """uint8 [1, 3, H, W] of the reference, its label, and its caption ("" outside the gallery).
 
-        A string is a gallery image's name when the gallery has one of that name, else a path to an image file. An
-        image file or upload is refused before decoding when its header declares more than MAX_PIXELS pixels."""
+        A string is a gallery image when it names one (its name, file name or path: pipeline/search/names.py), else
+        a path to an image file. An image file or upload is refused before decoding when its header declares more
+        than MAX_PIXELS pixels."""
         if isinstance(image, bytes):
             picture, label, caption = _readable(io.BytesIO(image), "the uploaded file"), "upload", ""
-        elif str(image) in self.row_of:
-            row = self.gallery.iloc[self.row_of[str(image)]]
-            picture, label, caption = open_rgb(row["path"]), str(image), str(row["caption"])
+        elif (name := self.resolve(image)) is not None:
+            row = self.gallery.iloc[self.row_of[name]]
+            picture, label, caption = open_rgb(row["path"]), name, str(row["caption"])
             if picture is None:
-                raise PipelineError(f"gallery image '{image}' ({row['path']}) can no longer be read.")
+                raise PipelineError(f"gallery image '{name}' ({row['path']}) can no longer be read.")
         else:
             path = Path(image)
             if not path.is_file():
@@ -146,13 +167,22 @@ class SearchEngine:
         return answer
 
     @torch.no_grad()
-    def search_many(self, queries: list[Query]) -> list[Answer | PipelineError]:
+    def search_many(self, queries: list[Query], phases: dict[str, float] | None = None
+                    ) -> list[Answer | PipelineError]:
         """Each query's k nearest gallery images, best first: composed (a reference and a text), text alone, or
         image alone, within the rows its filters allow (and its reference's category: see the module's docstring).
         The queries are encoded together, one batch of images and one of texts, which is what lets a server answer
         concurrent requests faster than one by one. A query that cannot be answered gets its one-sentence error in
-        its place; the others are answered."""
-        started = time.perf_counter()
+        its place; the others are answered. `phases`, when given, receives the seconds the batch spent preparing
+        (decoding references, parsing filters), encoding and searching."""
+        clock = started = time.perf_counter()
+        times = phases if phases is not None else {}
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            times[phase], clock = now - clock, now
+
         prepared: list[_Prepared | PipelineError] = []
         for query in queries:
             try:
@@ -160,9 +190,11 @@ class SearchEngine:
             except PipelineError as error:
                 prepared.append(error)
         ready = [p for p in prepared if isinstance(p, _Prepared)]
+        lap("prepare")
         if not ready:
             return list(prepared)  # type: ignore[arg-type]
         features = self._encode(ready)
+        lap("encode")
         answers: dict[int, Answer] = {}
         for positions in _by_filters(ready):
             k = max(ready[i].query.k for i in positions) + 1  # the reference may come back first
@@ -170,6 +202,7 @@ class SearchEngine:
             scores, rows = self.vectors.search(features[positions], k, group.allowed, group.conditions)
             for i, score_row, row_row in zip(positions, scores, rows, strict=True):
                 answers[id(ready[i])] = self._answer(ready[i], score_row, row_row)
+        lap("search")
         milliseconds = (time.perf_counter() - started) * 1000  # the batch's: each query waited for all of it
         return [p if isinstance(p, PipelineError) else replace(answers[id(p)], milliseconds=milliseconds)
                 for p in prepared]
@@ -184,8 +217,9 @@ class SearchEngine:
             raise PipelineError(f"k = {query.k} is not allowed: use 1 to {MAX_K}.")
         kind: QueryKind = "text" if query.image is None else ("image" if not text else "composed")
         pixels, row, label, caption = None, None, "", ""
-        if isinstance(query.image, str) and query.image in self.row_of and self.stored_exactly:
-            row, label = self.row_of[query.image], query.image  # its feature is in the index: nothing to decode
+        name = self.resolve(query.image) if isinstance(query.image, (str, Path)) else None
+        if name is not None and self.stored_exactly:
+            row, label = self.row_of[name], name  # its feature is in the index: nothing to decode
             caption = str(self.gallery["caption"].iat[row])
         elif query.image is not None:
             pixels, label, caption = self.reference_pixels(query.image)
@@ -221,7 +255,8 @@ class SearchEngine:
             if row < 0 or self.names[row] == p.label or len(hits) == p.query.k:
                 continue
             hits.append(Hit(len(hits) + 1, self.names[row], self.categories[row], float(score), self.paths[row]))
-        return Answer(p.kind, p.label, p.query.text.strip(), p.query_text, [str(c) for c in p.conditions], hits)
+        return Answer(p.kind, p.label, p.query.text.strip(), p.query_text, [str(c) for c in p.conditions], hits,
+                      version=self.version)
 
 
 @dataclass(frozen=True)

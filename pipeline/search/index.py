@@ -4,14 +4,21 @@
     index/gallery.faiss    the FAISS index (`index.kind`; backend faiss); its row i is row i of gallery.parquet
     index/gallery.parquet  name, category, split, path and caption of each image, one row per image file, and a
                            catalogue's attribute columns (what search filters on besides the category)
-    index/index.json       which model made it (the checkpoint's sha256, its image encoder), the backend, the kind
-                           and its settings, whether query texts end with the reference's caption
-                           (triplets.reference_prompt), as in training; for backend milvus, where the collection is
-                           and how its fields are laid out (pipeline/search/milvus_index.py)
+    index/index.json       its `version` (a digest of the model, the gallery table, the features and the index
+                           settings: what a running `fashion-cir serve` watches to follow a new index), which model
+                           made it (the checkpoint's sha256, its image encoder), the backend, the kind and its
+                           settings, whether query texts end with the reference's caption
+                           (triplets.reference_prompt), as in training; for backend milvus, which collection holds
+                           this version and how its fields are laid out (pipeline/search/milvus_index.py)
 
 The gallery is `gallery.root` (pipeline/search/gallery.py): by default the training data, every image of it (train
 and val), since a shop searches its whole catalogue; or a live catalogue folder, whose new images are the only ones
 captioned and encoded on the next run.
+
+A server follows the index without a restart (pipeline/search/live.py): it loads the new version beside the one it
+serves and swaps. With FAISS the new version is a new file; with Milvus the stage syncs the collection the served
+version does not use (two slots, `<collection>_a` and `<collection>_b`, each synced by its own diff), so a search
+never sees a collection half synced.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 from pathlib import Path
 
 import faiss
+import numpy as np
 import pyarrow as pa
 
 from pipeline.config import Params
@@ -32,14 +40,37 @@ from pipeline.search.faiss_index import build_index
 from pipeline.search.feature_cache import FeatureCache
 from pipeline.search.gallery import feature_signature, filterable_columns, gallery_features, gallery_table
 
+VERSION_LENGTH = 12
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as content:
+        for block in iter(lambda: content.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 def checkpoint_digest(checkpoint_dir: Path) -> str:
     """sha256 of a checkpoint's weights: what ties an index to the model whose features it holds."""
-    digest = hashlib.sha256()
-    with open(checkpoint_dir / "model.pt", "rb") as weights:
-        for block in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(checkpoint_dir / "model.pt")
+
+
+def index_version(description: dict, gallery_file: Path, features: np.ndarray) -> str:
+    """What a server compares to know the index changed: the same model, gallery table, features and settings give
+    the same version (a re-run that changes nothing swaps nothing)."""
+    digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
+    digest.update(file_sha256(gallery_file).encode())
+    digest.update(np.ascontiguousarray(features).tobytes())
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+def read_description(index_dir: Path) -> dict | None:
+    """index/index.json, or None where there is none (or a half-written one)."""
+    try:
+        return json.loads((index_dir / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def run(params: Params, paths: Paths) -> dict[str, object]:
@@ -60,15 +91,20 @@ def run(params: Params, paths: Paths) -> dict[str, object]:
                    **settings.model_dump()}
     report: dict[str, object] = {"images": len(gallery), "backend": settings.backend, "kind": settings.kind,
                                  **listed, **encoded}
+    previous = read_description(paths.index_dir)
     with atomic_path(paths.index_dir) as tmp:
         tmp.mkdir(parents=True)
+        write_parquet(tmp / "gallery.parquet", pa.Table.from_pandas(gallery, preserve_index=False))
+        version = index_version(description, tmp / "gallery.parquet", features)
         if settings.backend == "milvus":
-            from pipeline.search.milvus_index import sync
+            from pipeline.search.milvus_index import next_slot, sync
 
-            description["milvus"], synced = sync(gallery, features, filterable_columns(gallery), settings, paths)
+            collection = next_slot(settings, previous, version)
+            description["milvus"], synced = sync(gallery, features, filterable_columns(gallery), settings, paths,
+                                                 collection, version)
             report.update(synced)
         else:
             faiss.write_index(build_index(features, settings.kind, params.seed, settings), str(tmp / "gallery.faiss"))
-        write_parquet(tmp / "gallery.parquet", pa.Table.from_pandas(gallery, preserve_index=False))
-        (tmp / "index.json").write_text(json.dumps(description, indent=2) + "\n")
+        (tmp / "index.json").write_text(json.dumps({"version": version, **description}, indent=2) + "\n")
+    report["version"] = version
     return report

@@ -12,9 +12,15 @@ deleted, the rest is not touched; what it wrote is remembered (`SyncedKeys`) for
 filters become a Milvus boolean expression on those fields (`expression`), evaluated by Milvus inside the search, with
 the same meaning as pipeline/search/filters.py gives them over a FAISS index.
 
-DVC does not track the server: it tracks index/ (index.json says where the collection is, its field layout and how
-many entities it holds; gallery.parquet names every one of them). The engine checks at start that the collection
-holds that many entities; `dvc repro -f index` syncs a collection that drifted.
+The gallery lives in two collections, `<index.collection>_a` and `<index.collection>_b` (`next_slot`): each run of
+the stage that changes the gallery syncs the one the index it replaces did not use, then index.json points at it, so a
+server still answering from the previous version (pipeline/search/live.py) never searches a collection half synced;
+each slot diffs against what it was last synced to. The price is the collection stored twice.
+
+DVC does not track the server: it tracks index/ (index.json says which collection holds its version, its field
+layout and how many entities it holds; gallery.parquet names every one of them). The collection records the version
+it was synced to (the property `fashion_cir.version`); the engine checks at start that it holds that version and
+that many entities, and `dvc repro -f index` syncs a collection that drifted.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ TOKEN_VARIABLE = "MILVUS_TOKEN"  # "user:password" or an API key; never in param
 SERVER_URI = re.compile(r"^[a-z][a-z0-9+.-]*://")
 BATCH = 1000  # entities per upsert, delete or query call
 INDEX_PROPERTY = "fashion_cir.index"  # the collection property recording the vector index it was given
+VERSION_PROPERTY = "fashion_cir.version"  # the collection property recording the index version it holds
+SLOTS = ("a", "b")
 TEXT_LENGTH = 4096
 NAME_LENGTH = 1024
 
@@ -156,13 +164,26 @@ def _asked(settings: IndexParams) -> str:
     return json.dumps({key: getattr(settings, key) for key in keys}, sort_keys=True)
 
 
-def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settings: IndexParams, paths: Paths
-         ) -> tuple[dict, dict[str, int]]:
-    """Make the collection hold exactly the gallery's rows; the manifest index.json records, and the counts."""
+def next_slot(settings: IndexParams, previous: dict | None, version: str) -> str:
+    """The collection this run syncs: the one the previous index (its index.json, `previous`) serves when the
+    version is unchanged (nothing to sync), else the other slot."""
+    served = (previous or {}).get("milvus", {})
+    slots = [f"{settings.collection}_{slot}" for slot in SLOTS]
+    if served.get("uri") != settings.uri or served.get("collection") not in slots:
+        return slots[0]
+    if previous.get("version") == version:
+        return served["collection"]
+    return slots[1 - slots.index(served["collection"])]
+
+
+def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settings: IndexParams, paths: Paths,
+         collection: str | None = None, version: str = "") -> tuple[dict, dict[str, int]]:
+    """Make the collection (index.collection unless named) hold exactly the gallery's rows, recording `version`;
+    the manifest index.json records, and the counts."""
     from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
-    uri, collection = location(settings.uri, paths), settings.collection
+    uri, collection = location(settings.uri, paths), collection or settings.collection
     if settings.kind == "ivfpq" and not SERVER_URI.match(uri):
         raise PipelineError("index.kind = ivfpq is not built by Milvus Lite (a local index.uri), which builds FLAT, "
                             "IVF_FLAT and HNSW; use flat, ivf or hnsw here, or point index.uri at a Milvus server.")
@@ -185,6 +206,7 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
         for start in range(0, len(gone), BATCH):
             client.delete(collection, ids=gone[start:start + BATCH])
         client.flush(collection)
+        client.alter_collection_properties(collection, properties={VERSION_PROPERTY: version})
         client.load_collection(collection)
         count = _count(client, collection)
         if count == len(names):
@@ -198,7 +220,8 @@ def sync(gallery: pd.DataFrame, features: np.ndarray, columns: list[str], settin
     if count != len(names):
         raise PipelineError(f"the Milvus collection '{collection}' at {uri} holds {count} entities after the sync, "
                             f"not the gallery's {len(names)}; run `dvc repro -f index`.")
-    manifest = {"uri": settings.uri, "collection": collection, "fields": layout, "entities": count, **spec}
+    manifest = {"uri": settings.uri, "collection": collection, "fields": layout, "entities": count, "version": version,
+                **spec}
     return manifest, {"upserted": len(changed), "deleted": len(gone), "recreated": int(created)}
 
 
@@ -331,10 +354,17 @@ class MilvusVectors:
                                     f"to build it.")
             client.load_collection(collection)
             count = _count(client, collection)
+            held = client.describe_collection(collection).get("properties", {}).get(VERSION_PROPERTY, "")
         except MilvusException as error:
             raise PipelineError(f"Milvus at {uri} could not open collection '{collection}': {_reason(error)}.") \
                 from None
+        if held != manifest.get("version", ""):
+            client.close()
+            raise PipelineError(f"the Milvus collection '{collection}' at {uri} holds index version "
+                                f"{held or '(none)'}, not {manifest.get('version') or '(none)'} as {paths.index_dir} "
+                                f"says (another `index` run synced it since); run `dvc repro -f index` to sync it.")
         if count != len(names):
+            client.close()
             raise PipelineError(f"the Milvus collection '{collection}' at {uri} holds {count} entities, but the index "
                                 f"at {paths.index_dir} lists {len(names)}; run `dvc repro -f index` to sync it.")
         return cls(client, manifest, names)
@@ -353,6 +383,9 @@ class MilvusVectors:
             for j, hit in enumerate(hits):
                 scores[i, j], rows[i, j] = hit["distance"], self.row_of.get(hit["entity"]["name"], -1)
         return scores, rows
+
+    def close(self) -> None:
+        self.client.close()
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         names = [self.names[row] for row in rows]

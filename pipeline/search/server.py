@@ -13,8 +13,15 @@ One static page (static/index.html, app.js, style.css; no CDN, works offline) ca
     GET  /images/{name}       a gallery image's file, looked up by name only (never a path built from the request)
     GET  /static/...          the page's code (Starlette's StaticFiles)
     GET  /training/           the training plots, offline (`fashion-cir plots`, rendered when the server starts)
-    GET  /health              liveness, gallery size, whether rankings exist, how many queries were batched
+    GET  /health              liveness: the index version served and since when, gallery size, batching so far
+    GET  /ready               200 while the model and index are loaded and the server takes requests; 503 draining
+    GET  /metrics             Prometheus metrics (pipeline/search/monitoring.py), unless started with --no-metrics
     GET  /openapi.json        the API's schema
+
+The server follows its index (pipeline/search/live.py): a new version written by the `index` stage is loaded beside
+the served one and swapped in, no restart. Beyond loopback it needs an API key (pipeline/search/guard.py). SIGTERM
+stops it gracefully: it stops listening, answers the requests in flight (up to GRACE_SECONDS), then exits. Each
+request is one access-log line.
 
 Concurrent searches are answered together in batches (pipeline/search/batching.py). A bad request gets a 4xx answer
 with {"error": "<one sentence>"} and the server carries on. Uploads stop with 413 as soon as the body passes
@@ -26,7 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import mimetypes
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,6 +47,7 @@ from fastapi import FastAPI, Request
 from fastapi import Query as QueryParameter
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -48,11 +61,15 @@ from pipeline.evaluation.plots import render_plots
 from pipeline.paths import Paths
 from pipeline.search.batching import MAX_BATCH, QueryBatcher
 from pipeline.search.engine import MAX_PIXELS, Answer, Query, SearchEngine
+from pipeline.search.guard import ApiKeyGuard, api_key
+from pipeline.search.live import POLL_SECONDS, LiveEngine
+from pipeline.search.monitoring import AccessLog, ServiceMetrics
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024   # multipart boundaries, headers and the text fields around the image
 MAX_K = 100
 TOP = 10
+GRACE_SECONDS = 30  # after SIGTERM, how long requests in flight may take to finish
 STATIC = Path(__file__).parent / "static"
 CACHE = {"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"}  # gallery images
 FRESH = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}  # the page's code: revalidated
@@ -170,20 +187,22 @@ class SearchAnswer(BaseModel):
     filters: list[str] = Field(description="every filter applied, the reference's category included")
     k: int
     milliseconds: float = Field(description="time to answer the batch this query was answered in")
+    version: str = Field(description="the index version that answered (every hit is from it)")
     hits: list[SearchHit]
 
     @classmethod
     def of(cls, answer: Answer, k: int) -> SearchAnswer:
         hits = [SearchHit(rank=h.rank, name=h.name, category=h.category, score=h.score) for h in answer.hits]
         return cls(kind=answer.kind, reference=answer.reference, text=answer.text, query_text=answer.query_text,
-                   filters=answer.filters, k=k, milliseconds=round(answer.milliseconds, 1), hits=hits)
+                   filters=answer.filters, k=k, milliseconds=round(answer.milliseconds, 1), version=answer.version,
+                   hits=hits)
 
 
 class ErrorAnswer(BaseModel):
     error: str = Field(description="one sentence saying what was wrong with the request")
 
 
-ERRORS = {status: {"model": ErrorAnswer} for status in (400, 413)}
+ERRORS = {status: {"model": ErrorAnswer} for status in (400, 401, 413)}
 TRUE = {"true", "1", "on", "yes"}
 
 
@@ -247,12 +266,14 @@ async def uploaded(form: FormData) -> bytes | None:
 
 
 def gallery_reference(name: str, engine: SearchEngine) -> str | None:
-    """A reference by name: a known gallery image, never a path the client chose; None for no reference."""
+    """A reference by a name the shop knows (pipeline/search/names.py): a gallery image's name, never a file the
+    client chose; None for no reference."""
     if not name:
         return None
-    if name not in engine.row_of:
+    found = engine.resolve(name, files=False)
+    if found is None:
         raise ApiError(400, f"no gallery image is named {name[:80]!r}.")
-    return name
+    return found
 
 
 class Rankings:
@@ -312,13 +333,28 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "the server failed on this request; its log says why.")
 
 
-def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -> FastAPI:
-    """The app over an opened engine; tests build it directly, `serve` runs it under uvicorn. `max_batch` bounds
-    how many concurrent queries are answered together (1: one at a time)."""
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+def create_app(paths: Paths, engine: SearchEngine | LiveEngine, max_batch: int = MAX_BATCH, metrics: bool = True,
+               key: str | None = None, draining: Callable[[], bool] = lambda: False) -> FastAPI:
+    """The app over an opened engine (a LiveEngine that follows the index, or a fixed SearchEngine); tests build
+    it directly, `serve` runs it under uvicorn. `max_batch` bounds how many concurrent queries are answered together
+    (1: one at a time); `metrics` serves /metrics; `key`, when given, is required (pipeline/search/guard.py);
+    `draining` says the server is stopping (/ready answers 503)."""
     app = FastAPI(title="fashion-cir", description=__doc__.split("\n\n")[0], docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    rankings, batcher = Rankings(paths.val_rankings), QueryBatcher(engine, max_batch)
-    categories = sorted(engine.gallery["category"].unique().tolist())
+    live = engine if isinstance(engine, LiveEngine) else LiveEngine(paths, engine)
+    service = ServiceMetrics() if metrics else None
+    if service is not None:
+        service.serving(live.current)
+        live.on_swap = lambda swapped: service.serving(swapped, swapped=True)
+    rankings = Rankings(paths.val_rankings)
+    batcher = QueryBatcher(lambda: live.current, max_batch, service.batch_answered if service else None)
+    app.add_middleware(AccessLog, metrics=service)
+    if key is not None:
+        app.add_middleware(ApiKeyGuard, key=key)  # added last: runs first, before anything is logged as answered
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -326,21 +362,40 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "images": len(engine.gallery), "rankings": paths.val_rankings.is_file(),
+        engine = live.current
+        return {"status": "ok", "version": engine.version, "serving_since": iso(live.since), "swaps": live.swaps,
+                "images": len(engine.gallery), "rankings": paths.val_rankings.is_file(),
                 "max_upload_bytes": MAX_UPLOAD_BYTES, "max_pixels": MAX_PIXELS,
                 "batches": {"answered": batcher.batches, "queries": batcher.queries, "largest": batcher.largest}}
+
+    @app.get("/ready", responses={503: {"model": ErrorAnswer}})
+    def ready() -> Any:
+        """Whether to send this server queries: its model and index are loaded and it is not stopping."""
+        if draining():
+            return error_response(503, "the server is stopping; it answers the requests in flight, no new ones.")
+        return {"ready": True, "version": live.version}
+
+    @app.get("/metrics", include_in_schema=False)
+    def scrape() -> Response:
+        if service is None:
+            raise ApiError(404, "metrics are off on this server (it was started with --no-metrics).")
+        return Response(service.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/api/search", response_model=SearchAnswer, responses=ERRORS, openapi_extra=search_body_schema())
     async def search(request: Request) -> SearchAnswer:
         """The k gallery images nearest a query (composed, text only or image only), within its filters."""
-        query = await read_query(request, engine)
+        started = time.perf_counter()
+        query = await read_query(request, live.current)
+        if service is not None:
+            service.phases.labels("parse").observe(time.perf_counter() - started)
         answer = await asyncio.wrap_future(batcher.submit(query))
+        request.state.kind = answer.kind
         return SearchAnswer.of(answer, query.k)
 
     @app.get("/api/filters")
     def filters() -> dict[str, Any]:
         """The columns a search can filter on, with their values (text) or range (numbers)."""
-        columns = {}
+        engine, columns = live.current, {}
         for column in engine.filter.columns:
             if column in engine.filter.numeric:
                 values = engine.filter.numeric[column].dropna()
@@ -354,6 +409,8 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
     @app.get("/api/gallery")
     def gallery(category: str = "", q: str = "", offset: Annotated[int, QueryParameter(ge=0)] = 0,
                 limit: Annotated[int, QueryParameter(ge=1, le=200)] = 48) -> dict[str, Any]:
+        engine = live.current
+        categories = engine.category_names
         if category and category not in categories:
             raise ApiError(400, f"unknown category {category[:40]!r}; the gallery has {', '.join(categories)}.")
         table = engine.gallery
@@ -380,17 +437,18 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
                                 f"{', '.join(known)}.")
         if category:
             table = table[table["category"] == category]
-        ranks = table["target_rank"]
+        ranks, engine = table["target_rank"], live.current
         return {"available": True, "total": len(table), "failures": int((~ranks.between(1, TOP)).sum()),
                 "offset": offset, "limit": limit, "categories": known,
                 "items": [query_item(row, engine) for row in table.iloc[offset:offset + limit].itertuples()]}
 
     @app.get("/images/{name:path}")
     def image(name: str) -> FileResponse:
-        row = engine.row_of.get(name)
-        if row is None:
+        engine = live.current
+        found = None if name.startswith("/") else engine.resolve(name, files=False)  # a URL holds no absolute path
+        if found is None:
             raise ApiError(404, f"no gallery image is named {name[:80]!r}.")
-        path = Path(engine.gallery["path"].iat[row])  # the engine resolved it against the repository
+        path = Path(engine.paths[engine.row_of[found]])  # the engine resolved it against the repository
         if not path.is_file():
             raise ApiError(404, f"the file of gallery image {name!r} is missing.")
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -411,14 +469,33 @@ def create_app(paths: Paths, engine: SearchEngine, max_batch: int = MAX_BATCH) -
 
 
 def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, checkpoint: Path | None = None,
-          max_batch: int = MAX_BATCH) -> None:
-    """Open the index and model once (a bad setup is one sentence before any socket opens), then serve."""
+          max_batch: int = MAX_BATCH, metrics: bool = True, follow_seconds: float = POLL_SECONDS) -> None:
+    """Check the key and open the index and model once (a bad setup is one sentence before any socket opens), then
+    serve, following the index every `follow_seconds` (0: never), until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    key = api_key(host)
     engine = SearchEngine.open(paths, checkpoint)
     try:
         render_plots(paths.root, paths.plots_report, [])
     except PipelineError as error:  # the page works without its training plots
         print(f"fashion-cir: no training plots ({error})", flush=True)
-    print(f"fashion-cir: {len(engine.gallery)} gallery images; open http://{host}:{port}/ (Ctrl-C stops)", flush=True)
-    uvicorn.run(create_app(paths, engine, max_batch), host=host, port=port, log_level="info")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("fashion_cir")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    live, stopping = LiveEngine(paths, engine, checkpoint), []
+    app = create_app(paths, live, max_batch, metrics, key, draining=lambda: bool(stopping and stopping[0].should_exit))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                                           timeout_graceful_shutdown=GRACE_SECONDS))
+    stopping.append(server)
+    if follow_seconds > 0:
+        live.follow(follow_seconds)
+    print(f"fashion-cir: {len(engine.gallery)} gallery images, index version {engine.version or '(none)'}; open "
+          f"http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.run()
+    finally:
+        live.stop()

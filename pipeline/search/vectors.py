@@ -26,6 +26,9 @@ class GalleryVectors(Protocol):
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), D] the stored features of gallery rows."""
 
+    def close(self) -> None:
+        """Let go of what it holds (a connection); called once no search uses it any more."""
+
 
 class FaissVectors:
     """The FAISS index the `index` stage wrote (index/gallery.faiss); its row i is the gallery's row i."""
@@ -40,6 +43,9 @@ class FaissVectors:
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         return self.index.reconstruct_batch(np.asarray(rows, dtype=np.int64))
+
+    def close(self) -> None:
+        """Nothing to let go of: the index is memory, freed with the object."""
 
 
 def open_vectors(description: dict, paths: Paths, names: list[str]) -> GalleryVectors:
