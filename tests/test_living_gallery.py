@@ -11,28 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.config import SyntheticParams
-from pipeline.data.synthetic.synthesize import write_catalogue
 from pipeline.paths import Paths
 from pipeline.search.engine import Query, SearchEngine
 from tests.support.dag import ran, restore_reference_run, run, set_params
 from tests.support.search_fixture import write_shop
+from tests.support.shop_changes import change_shop
 
 pytestmark = pytest.mark.e2e
 ADDED, REMOVED = 50, 20
-
-
-def new_products(folder: Path, count: int) -> pd.DataFrame:
-    """`count` products the shop did not have: garments rendered from another seed, under new names."""
-    rendered = SyntheticParams(families_train=6, families_val=1, family_size=3, distractors_val=0, image_size=64)
-    write_catalogue(folder / "rendered", rendered, seed=7, workers=1)
-    more = write_shop(folder / "rendered", folder / "shop")
-    rows = pd.read_csv(more / "products.csv").head(count).copy()
-    rows["image"] = "new-" + rows["image"]
-    for row in rows.itertuples():
-        source = more / "images" / row.image.removeprefix("new-")
-        shutil.move(source, source.with_name(row.image))
-    return rows.assign(source=[str(more / "images" / image) for image in rows["image"]])
 
 
 def index_line(output: str) -> dict[str, int]:
@@ -54,15 +40,7 @@ def test_products_added_and_removed_reindex_only_the_gallery(tiny_repo: Path, tm
         size = len(pd.read_csv(shop / "products.csv"))
         assert counts["encoded"] == 0 and counts["from the cache"] == size  # the same files: features by content
 
-        products = pd.read_csv(shop / "products.csv")
-        removed = products.sample(REMOVED, random_state=0)
-        for image in removed["image"]:
-            (shop / "images" / image).unlink()
-        added = new_products(tmp_path, ADDED)
-        for row in added.itertuples():
-            shutil.copy(row.source, shop / "images" / row.image)
-        products = pd.concat([products.drop(removed.index), added.drop(columns="source")], ignore_index=True)
-        products.to_csv(shop / "products.csv", index=False)
+        added, removed = change_shop(shop, tmp_path, ADDED, REMOVED)
 
         second = run(["dvc", "repro"], root)
         assert ran(second.stdout) == {"index"}  # no training stage, no evaluation

@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.captioning.vllm_server import free_port
 from pipeline.config import IndexParams, Params
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
@@ -158,28 +155,6 @@ def test_bad_settings_are_one_sentence(tmp_path: Path):
     with pytest.raises(PipelineError, match=r"holds 20 entities, but the index at .* lists 19; run `dvc repro -f "
                                             r"index` to sync it"):
         MilvusVectors.open(manifest, Paths(tmp_path), table["name"].tolist()[:19])
-
-
-@pytest.fixture
-def milvus_server(tmp_path: Path):
-    """`milvus-lite server` on a loopback port: the same client path a Milvus cluster's URL takes."""
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir",
-                               str(tmp_path / "milvus-data"), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("milvus-lite server did not start within 60 s")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_a_milvus_server_serves_one_process_while_another_indexes(shop_search_root: Path, shop_catalogue: Path,

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pytest
 
+from pipeline.captioning.vllm_server import free_port
 from pipeline.config import DataParams, GalleryParams, IndexParams, ModelParams, Params
 from pipeline.io import write_parquet
 from pipeline.paths import Paths
@@ -134,3 +140,25 @@ def milvus_shop_root(shop_search_root: Path, shop_catalogue: Path, tmp_path_fact
     """`shop_search_root` with its gallery in a Milvus Lite collection: filters on text and numeric columns."""
     return rebuilt_with(shop_search_root, tmp_path_factory.mktemp("milvus-shop") / "root", shop_data(shop_catalogue),
                         IndexParams(backend="milvus"))
+
+
+@pytest.fixture
+def milvus_server(tmp_path: Path) -> Iterator[str]:
+    """`milvus-lite server` on a loopback port: the same client path a Milvus cluster's URL takes."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "milvus-lite"), "server", "--data-dir",
+                               str(tmp_path / "milvus-data"), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("milvus-lite server did not start within 60 s")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -41,11 +41,12 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: f
 
 
 @contextmanager
-def serving(root: Path, log: Path) -> Iterator[str]:
-    """`fashion-cir serve --root ROOT` on a free loopback port; its URL while the block runs, stopped after."""
+def serving(root: Path, log: Path, *options: str) -> Iterator[str]:
+    """`fashion-cir serve --root ROOT [options]` on a free loopback port; its URL while the block runs, stopped
+    after."""
     port = free_port()
     with open(log, "w") as output:
-        process = subprocess.Popen([*FASHION_CIR, "serve", "--root", str(root), "--port", str(port)],
+        process = subprocess.Popen([*FASHION_CIR, "serve", "--root", str(root), "--port", str(port), *options],
                                    cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
