@@ -159,3 +159,32 @@ def test_a_person_searches_a_shop_by_text_by_image_and_narrows_it(page: tuple, s
     assert reference not in shown["names"] and {products.at[n, "category"] for n in shown["names"]} == {"Tops"}
     screenshot(tab, tmp_path, "shop-image.png")
     assert blocked == [] and errors == []
+
+
+def test_a_person_gives_the_key_then_finds_an_image_by_its_file_name(page: tuple, search_root: Path,
+                                                                     tmp_path: Path):
+    """A server with an API key: the page asks for it once, then works as before (thumbnails included); an image
+    is found in the gallery by its file name, as a shop's products table writes it."""
+    tab, blocked, errors = page
+    key = "a-secret-of-the-shop-0123"
+    reference = str(pd.read_parquet(Paths(search_root).val_rankings)["reference"].iloc[0])
+    gallery = pd.read_parquet(Paths(search_root).index_dir / "gallery.parquet").set_index("name")
+    file_name = Path(gallery.at[reference, "path"]).name
+    with serving(search_root, tmp_path / "serve.log", env={"FASHION_CIR_API_KEY": key}) as url:
+        tab.goto(url)
+        tab.wait_for_selector("#key-form", state="visible")
+        assert tab.query_selector("#gallery .thumb img") is None  # nothing answered without the key
+        screenshot(tab, tmp_path, "key-asked.png")
+        tab.fill("#key-input", key)
+        tab.click("#key-form button")
+        tab.wait_for_selector("#gallery .thumb img")
+        assert tab.is_hidden("#key-form")
+        tab.fill("#gallery-q", file_name)
+        tab.wait_for_function("(name) => { const cards = [...document.querySelectorAll('#gallery .thumb')];"
+                              " return cards.length === 1 && cards[0].dataset.name === name; }", arg=reference)
+        tab.click(f'#gallery .thumb[data-name="{reference}"]')
+        tab.fill("#text", TEXT)
+        tab.click("#submit")
+        tab.wait_for_function(RESULTS_LOADED, arg=10)
+        screenshot(tab, tmp_path, "key-given.png")
+    assert blocked == [] and [e for e in errors if "401" not in e] == []  # the first, keyless calls were refused

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import os
 from http.cookies import SimpleCookie
+from urllib.parse import unquote
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -63,7 +64,7 @@ def presented(headers: Headers) -> str:
         cookie.load(headers.get("cookie", ""))
     except Exception:  # a malformed cookie header carries no key
         return ""
-    return cookie[COOKIE].value if COOKIE in cookie else ""
+    return unquote(cookie[COOKIE].value) if COOKIE in cookie else ""  # the page URI-encodes it
 
 
 class ApiKeyGuard:

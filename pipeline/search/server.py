@@ -7,7 +7,8 @@ One static page (static/index.html, app.js, style.css; no CDN, works offline) ca
     POST /api/search          a query: JSON (SearchRequest) or a multipart form with the same fields plus an upload
                               `image`; composed (reference + text), text only, or image only; filters in `where`
     GET  /api/filters         what can be filtered on: the category and a catalogue's columns, with their values
-    GET  /api/gallery         the gallery, filtered (category, q: a substring of name or caption) and paged
+    GET  /api/gallery         the gallery, filtered (category, q: a substring of name or caption, or a file name or
+                              path the image is known by) and paged
     GET  /api/queries         the val queries as `evaluate` ranked them (Paths.val_rankings), failures first
     GET  /api/recall          each val recall in context: gallery size, chance level, the stage-1 model's recall
     GET  /images/{name}       a gallery image's file, looked up by name only (never a path built from the request)
@@ -417,9 +418,10 @@ def create_app(paths: Paths, engine: SearchEngine | LiveEngine, max_batch: int =
         if category:
             table = table[table["category"] == category]
         if q.strip():
-            needle = q.strip().lower()
+            needle, named = q.strip().lower(), engine.resolve(q.strip(), files=False)  # a file name or path finds it
             table = table[table["name"].str.lower().str.contains(needle, regex=False, na=False)
-                          | table["caption"].str.lower().str.contains(needle, regex=False, na=False)]
+                          | table["caption"].str.lower().str.contains(needle, regex=False, na=False)
+                          | (table["name"] == named)]
         page = table.iloc[offset:offset + limit]
         return {"total": len(table), "offset": offset, "limit": limit, "categories": categories,
                 "items": page[["name", "category", "split", "caption"]].to_dict("records")}

@@ -4,6 +4,7 @@ the browser tests on the demo index and on the real catalogue photos."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -41,13 +42,13 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path, seconds: f
 
 
 @contextmanager
-def serving(root: Path, log: Path, *options: str) -> Iterator[str]:
-    """`fashion-cir serve --root ROOT [options]` on a free loopback port; its URL while the block runs, stopped
-    after."""
+def serving(root: Path, log: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`fashion-cir serve --root ROOT [options]` on a free loopback port (with `env` added to the environment);
+    its URL while the block runs, stopped after."""
     port = free_port()
     with open(log, "w") as output:
         process = subprocess.Popen([*FASHION_CIR, "serve", "--root", str(root), "--port", str(port), *options],
-                                   cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+                                   cwd=REPO, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, log)

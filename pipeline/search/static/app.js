@@ -26,9 +26,11 @@ function el(tag, props = {}, children = []) {
 
 const imageUrl = (name) => `/images/${encodeURIComponent(name)}`;
 
-// GET or POST to the API; a 4xx/5xx answer's one sentence becomes the thrown error's message.
+// GET or POST to the API; a 4xx/5xx answer's one sentence becomes the thrown error's message. A 401 (the
+// server needs its API key) shows the key form.
 async function api(url, options) {
   const response = await fetch(url, options);
+  if (response.status === 401) $("#key-form").hidden = false;
   const body = await response.json().catch(() => ({error: `the server answered ${response.status}.`}));
   if (!response.ok) throw new Error(body.error || `the server answered ${response.status}.`);
   return body;
@@ -347,6 +349,15 @@ async function showHealth() {
   $("#health").textContent = `${health.images} gallery images`;
 }
 
+// The key goes in a cookie of this site only, so every request the page makes (thumbnails too) carries it.
+function useKey(event) {
+  event.preventDefault();
+  const key = $("#key-input").value.trim();
+  if (!key) return;
+  document.cookie = `fashion_cir_key=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+  location.reload();
+}
+
 function start() {
   const refilterGallery = () => { state.gallery.offset = 0; loadGallery(); };
   $("#gallery-category").addEventListener("change", refilterGallery);
@@ -359,6 +370,7 @@ function start() {
   $("#filter-column").addEventListener("change", describeColumn);
   $("#add-filter").addEventListener("click", addFilter);
   $("#search-form").addEventListener("submit", search);
+  $("#key-form").addEventListener("submit", useKey);
   window.addEventListener("hashchange", showView);
   showHealth();
   loadFilters();
