@@ -4,6 +4,7 @@ queries answered in batches (the default) and one at a time (`--max-batch 1`), o
     python benchmarks/search_load.py                  # after `dvc repro`: the demo's index and model
     python benchmarks/search_load.py --root R --requests 400 --clients 1 8 32 --max-batch 64 1
     python benchmarks/search_load.py --port 8000      # a server already running on this machine, as it is
+    python benchmarks/search_load.py --max-batch 64 --metrics on off --repeats 3   # what /metrics costs
 
 The server is `fashion-cir serve` in its own process; the clients are threads of another process (each with its own
 keep-alive connection), each posting composed queries (a gallery reference and a text, as the page sends them: a
@@ -90,10 +91,11 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-def serving(root: Path, max_batch: int, port: int) -> subprocess.Popen:
-    """`fashion-cir serve` on `port`, answering once /health does."""
+def serving(root: Path, max_batch: int, metrics: bool, port: int) -> subprocess.Popen:
+    """`fashion-cir serve` on `port` (with or without /metrics), answering once /health does."""
     server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--root", str(root), "--port", str(port),
-                               "--max-batch", str(max_batch)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--max-batch", str(max_batch), *([] if metrics else ["--no-metrics"])],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if server.poll() is not None:
@@ -118,6 +120,10 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("."), help="the repository with index/ and models/")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-batch", type=int, nargs="+", default=[64, 1], help="server settings to compare")
+    parser.add_argument("--metrics", choices=["on", "off"], nargs="+", default=["on"],
+                        help="serve /metrics (on) or not (off, --no-metrics); both to compare")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per setting and client count; the median queries/s is reported")
     parser.add_argument("--requests", type=int, default=300, help="requests per run, at most")
     parser.add_argument("--seconds", type=float, default=30, help="time per run, at most")
     parser.add_argument("--port", type=int, help="measure the server already listening on this loopback port")
@@ -130,27 +136,31 @@ def main() -> None:
     print(f"gallery {len(gallery)} images ({args.root.resolve()}); {args.requests} requests or {args.seconds:.0f} s "
           f"per run; composed queries as multipart forms; clients in another process, one connection each", flush=True)
     rows = []
-    for max_batch in [None] if args.port else args.max_batch:
+    settings = [(None, None)] if args.port else [(b, m == "on") for b in args.max_batch for m in args.metrics]
+    for max_batch, metrics in settings:
         port = args.port or free_port()
-        server = serving(args.root, max_batch, port) if max_batch else None
+        server = serving(args.root, max_batch, metrics, port) if max_batch else None
         try:
             for clients in args.clients:
-                before = batches(port)
-                out = context.Queue()
-                process = context.Process(target=clients_process, args=(port, references, clients, args.seconds,
-                                                                        args.requests, out))
-                process.start()
-                result = out.get()
-                process.join()
-                after = batches(port)
-                answered = len(result["latencies"])
-                answered_batches = after["answered"] - before["answered"]
-                mean_batch = (after["queries"] - before["queries"]) / answered_batches if answered_batches else 1.0
+                runs = []
+                for _ in range(args.repeats):
+                    before = batches(port)
+                    out = context.Queue()
+                    process = context.Process(target=clients_process, args=(port, references, clients, args.seconds,
+                                                                            args.requests, out))
+                    process.start()
+                    runs.append((out.get(), before, batches(port)))
+                    process.join()
+                rates = [len(result["latencies"]) / result["wall"] for result, _, _ in runs]
+                latencies = [value for result, _, _ in runs for value in result["latencies"]]
+                answered_batches = sum(after["answered"] - before["answered"] for _, before, after in runs)
+                queries = sum(after["queries"] - before["queries"] for _, before, after in runs)
                 record = {"benchmark": "search_load", "device": describe(torch.device("cpu")), "max_batch": max_batch,
-                          "clients": clients, "requests": answered, "failures": len(result["failures"]),
-                          "queries_per_s": answered / result["wall"],
-                          "p50_ms": 1000 * percentile(result["latencies"], 50),
-                          "p99_ms": 1000 * percentile(result["latencies"], 99), "mean_batch": mean_batch}
+                          "metrics": metrics, "clients": clients, "repeats": args.repeats,
+                          "requests": len(latencies), "failures": sum(len(r["failures"]) for r, _, _ in runs),
+                          "queries_per_s": statistics.median(rates), "p50_ms": 1000 * percentile(latencies, 50),
+                          "p99_ms": 1000 * percentile(latencies, 99),
+                          "mean_batch": queries / answered_batches if answered_batches else 1.0}
                 rows.append(record)
                 print(record, flush=True)
                 if args.jsonl:
@@ -160,9 +170,11 @@ def main() -> None:
                 server.terminate()
                 server.wait(timeout=30)
     print()
-    print(markdown_table(["server", "clients", "queries/s", "p50 ms", "p99 ms", "mean batch", "answered", "failed"],
+    print(markdown_table(["server", "metrics", "clients", "queries/s", "p50 ms", "p99 ms", "mean batch", "answered",
+                          "failed"],
                          [[{None: f"the server on port {args.port}", 1: "one at a time"}.get(
                              r["max_batch"], f"batches of up to {r['max_batch']}"),
+                           {True: "on", False: "off", None: "-"}[r["metrics"]],
                            r["clients"], f"{r['queries_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}",
                            f"{r['mean_batch']:.1f}", r["requests"], r["failures"]] for r in rows]))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -225,3 +226,38 @@ def test_two_replicas_follow_one_milvus_server(shop_search_root: Path, shop_cata
             assert metric(url, "fashion_cir_gallery_images") == size
             assert metric(url, "fashion_cir_index_info", version=version) == 1
             assert metric(url, "fashion_cir_requests_total", route="/api/search", kind="composed", status="200") >= 1
+
+
+def test_a_retrained_model_is_followed_and_a_pinned_checkpoint_keeps_its_index(search_root: Path,
+                                                                                tiny_catalogue: Path,
+                                                                                tmp_path: Path,
+                                                                                caplog: pytest.LogCaptureFixture):
+    """stage 2 retrained, then `index`: the server swaps in the new model with the new index; a server started with
+    --checkpoint on the old model cannot serve the new index, says so once, and keeps serving the old one."""
+    from pipeline.config import DataParams, GalleryParams, ModelParams, Params
+    from pipeline.models.clip import create_model, save_checkpoint
+    from pipeline.paths import Paths
+    from pipeline.search import index
+    from pipeline.search.engine import SearchEngine
+    from pipeline.search.live import LiveEngine
+
+    root = tmp_path / "root"
+    shutil.copytree(search_root, root, symlinks=True)
+    paths, pinned_dir = Paths(root), tmp_path / "pinned"
+    shutil.copytree(paths.stage2_dir, pinned_dir)
+    live, pinned = LiveEngine(paths, SearchEngine.open(paths)), LiveEngine(paths, SearchEngine.open(paths, pinned_dir),
+                                                                           pinned_dir)
+    old = live.current
+    assert not live.refresh()  # nothing new
+    save_checkpoint(paths.stage2_dir, create_model(ModelParams(), seed=1))
+    data = DataParams(root=str(tiny_catalogue))
+    version = index.run(Params(data=data, gallery=GalleryParams(root=data.root)), paths)["version"]
+    assert version != old.version
+    assert live.refresh() and live.version == version and live.swaps == 1
+    assert live.current.model is not old.model and live.current.description["model"] != old.description["model"]
+    assert live.current.search(None, "a red dress", 5).version == version
+    with caplog.at_level(logging.WARNING, logger="fashion_cir.index"):
+        assert not pinned.refresh() and not pinned.refresh()
+    said = [r.getMessage() for r in caplog.records if r.name == "fashion_cir.index"]
+    assert len(said) == 1 and "another model" in said[0] and pinned.version == old.version
+    assert pinned.current.search(None, "a red dress", 5).hits

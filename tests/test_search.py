@@ -64,13 +64,21 @@ def test_one_query_gives_k_ranked_results_without_the_reference(tiny_repo: Path,
 def test_an_image_file_and_a_batch_of_queries(tiny_repo: Path, reference: str, tmp_path: Path):
     gallery = pd.read_parquet(Paths(tiny_repo).index_dir / "gallery.parquet").set_index("name")
     image = tiny_repo / gallery.at[reference, "path"]  # stored relative to the repository
+    outside = tmp_path / "photo.png"
+    shutil.copy(image, outside)
     queries = tmp_path / "queries.csv"
-    pd.DataFrame({"image": [str(image), reference], "text": ["is blue", "has a v-neck"]}).to_csv(queries, index=False)
+    pd.DataFrame({"image": [str(outside), reference, str(image), image.name],
+                  "text": ["is blue", "has a v-neck", "is blue", "is blue"]}).to_csv(queries, index=False)
     result = search(tiny_repo, "--queries", str(queries), "--k", "3", "--json")
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
-    assert [len(a["hits"]) for a in answers] == [3, 3]
+    assert [len(a["hits"]) for a in answers] == [3, 3, 3, 3]
     assert answers[0]["query_text"] == "Is blue"  # a file from outside the gallery has no caption to append
+    # the gallery file's own path and its file name are the gallery image: its name, its caption, its category
+    by_name = json.loads(search(tiny_repo, "--image", reference, "--text", "is blue", "--k", "3", "--json").stdout)[0]
+    for answer in answers[2:]:
+        assert answer["reference"] == reference and answer["query_text"] == by_name["query_text"] != "Is blue"
+        assert answer["hits"] == by_name["hits"] and answer["filters"] == by_name["filters"]
     table = search(tiny_repo, "--image", reference, "--text", "is blue", "--k", "2")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 3
 

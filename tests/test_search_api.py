@@ -128,13 +128,13 @@ def test_concurrent_queries_are_answered_in_batches_as_one_by_one(engine: Search
         def __init__(self) -> None:
             self.release, self.calls = threading.Event(), []
 
-        def search_many(self, queries: list[Query]):
+        def search_many(self, queries: list[Query], phases: dict[str, float] | None = None):
             self.calls.append(len(queries))
             self.release.wait(timeout=30)
-            return engine.search_many(queries)
+            return engine.search_many(queries, phases)
 
     held = Held()
-    batcher = QueryBatcher(held)  # type: ignore[arg-type]
+    batcher = QueryBatcher(lambda: held)  # type: ignore[arg-type,return-value]
     queries = [Query(reference, "is red", 3), Query(None, "a blue shirt", 4), Query(reference, "", 2),
                Query(None, "", 2)] * 4
     futures = [batcher.submit(queries[0])]

@@ -7,7 +7,8 @@ whole before it is swapped in: its gallery table, its vectors (a new FAISS file,
 pipeline/search/milvus_index.py) and its model (the one being served, when the index was built from it; else the
 retrained checkpoint, checked against the index). A version that cannot be loaded (the stage is still writing, the
 checkpoint and the index disagree) is said once in the log and tried again at the next poll; the old version is
-served meanwhile. The engine swapped out is closed at the next swap, long after its last batch.
+served meanwhile. The engine swapped out is closed and let go RETIRE_SECONDS later, long after its last batch: the
+server holds two galleries' vectors for that long after a swap, one otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pipeline.search.engine import SearchEngine
 from pipeline.search.index import read_description
 
 POLL_SECONDS = 1.0
+RETIRE_SECONDS = 30.0  # how long an engine swapped out is kept for the batches that may still be on it
 log = logging.getLogger("fashion_cir.index")
 
 
@@ -36,6 +38,7 @@ class LiveEngine:
         self.current, self.since = engine, time.time()
         self.swaps = 0
         self._retired: SearchEngine | None = None
+        self._retired_at = 0.0
         self._refused = ""  # the version last refused, said once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -46,10 +49,12 @@ class LiveEngine:
 
     def refresh(self) -> bool:
         """Swap in the index on disk if its version is not the one served; whether it swapped."""
+        self._let_go(RETIRE_SECONDS)
         description = read_description(self.paths.index_dir)
         if description is None or description.get("version", "") == self.version:
             return False  # no index (the stage is replacing it) or the same one
         version = str(description.get("version", ""))
+        self._let_go(0)  # at most two versions in memory: the one served and the one loading
         try:
             engine = SearchEngine.open(self.paths, self.checkpoint, serving=self.current, description=description)
         except (PipelineError, OSError, ValueError, KeyError) as error:
@@ -61,15 +66,18 @@ class LiveEngine:
         if again is None or again.get("version") != version:  # rewritten while it loaded: load the newer next time
             engine.close()
             return False
-        retired, self._retired = self._retired, self.current
+        old, self._retired, self._retired_at = self.current, self.current, time.time()
         self.current, self.since, self.swaps, self._refused = engine, time.time(), self.swaps + 1, ""
-        if retired is not None:
-            retired.close()
-        log.info("serving index version %s (%d images) in place of %s", version, len(engine.gallery),
-                 self._retired.version)
+        log.info("serving index version %s (%d images) in place of %s", version, len(engine.gallery), old.version)
         if self.on_swap is not None:
             self.on_swap(engine)
         return True
+
+    def _let_go(self, after: float) -> None:
+        """Close the engine swapped out, once it has been out for `after` seconds."""
+        if self._retired is not None and time.time() - self._retired_at >= after:
+            self._retired.close()
+            self._retired = None
 
     def follow(self, seconds: float = POLL_SECONDS) -> None:
         """Check for a new index every `seconds`, in a thread, until stop()."""
