@@ -5,12 +5,13 @@ LLaVA's, InternVL's and MiniGPT-4's vision towers) through stage 1, stage 2 and 
     python benchmarks/backbones.py --demo     # the demo catalogue, tiny random towers of each family from scratch
     python benchmarks/backbones.py --table-only [--demo]
 
-Each backbone is one `dvc exp run -S ...` in this workspace with every key of its preset (presets/backbone-*.yaml),
-so a run never inherits the previous one's settings; only the stages those keys reach run again (decode, stage 1 and
-what follows; captions and triplets are shared). The table takes recall from metrics/eval.json and train time and
-peak memory from the training stages' reports (reports/stage1.json, reports/stage2.json), which are not metrics:
-they differ between any two runs. Results are appended to a JSONL file (resumable: finished backbones are skipped).
-DVC tracks `model.vision`'s value, not the checkpoint's files: after a checkpoint changed in place, `--force`.
+Each backbone is one `dvc exp run -S ...` in this workspace with every key of its preset
+(pipeline/presets/backbone-*.yaml), so a run never inherits the previous one's settings; only the stages those keys
+reach run again (decode, stage 1 and what follows; captions and triplets are shared). The table takes recall from
+metrics/eval.json and train time and peak memory from the training stages' reports (reports/stage1.json,
+reports/stage2.json), which are not metrics: they differ between any two runs. Results are appended to a JSONL file
+(resumable: finished backbones are skipped). DVC tracks `model.vision`'s value, not the checkpoint's files: after a
+checkpoint changed in place, `--force`.
 
 `--demo` builds, with transformers, a random-weight checkpoint of each family at the size of the demo's own image
 tower (64 px, patch 16, 4 layers of width 128) under datasets/backbones/, in the key layout published checkpoints
@@ -34,8 +35,8 @@ DEMO_TOWER = {"image_size": 64, "patch_size": 16, "hidden": 128, "layers": 4, "h
 
 
 def preset_settings(name: str) -> dict[str, object]:
-    """presets/backbone-<name>.yaml as dotted keys."""
-    preset = yaml.safe_load((REPO / "presets" / f"backbone-{name}.yaml").read_text())
+    """pipeline/presets/backbone-<name>.yaml as dotted keys."""
+    preset = yaml.safe_load((REPO / "pipeline" / "presets" / f"backbone-{name}.yaml").read_text())
     return {f"{section}.{key}": value for section, values in preset.items() for key, value in values.items()}
 
 

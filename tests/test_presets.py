@@ -50,3 +50,18 @@ def test_a_bad_preset_is_one_sentence_and_leaves_params_alone(params_copy, tmp_p
     with pytest.raises(PipelineError, match=r"no preset named 'nope'; the presets are: typo"):
         presets.apply_preset("nope", params_copy)
     assert params_copy.read_text() == original
+
+
+def test_the_command_lists_each_preset_with_its_first_comment_line(capsys):
+    presets.main([])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.partition(":")[0] for line in lines] == sorted(presets.available()) and len(lines) >= 7
+    assert "paper-fashioniq: " in "\n".join(lines) and all(line.partition(": ")[2] for line in lines)
+
+
+def test_a_preset_is_only_a_name_the_package_holds(params_copy):
+    original = params_copy.read_text()
+    for name in ("../params", "__init__", "catalog.yaml", ""):
+        with pytest.raises(PipelineError, match=r"^no preset named '.*'; the presets are: backbone-clip, .*\.$"):
+            presets.apply_preset(name, params_copy)
+    assert params_copy.read_text() == original

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-TOP = ("pipeline", "stages", "benchmarks", "tests", "docs", "scripts", "presets")
+TOP = ("pipeline", "stages", "benchmarks", "tests", "docs", "scripts")
 PATH = re.compile(rf"(?<![\w/.])((?:{'|'.join(TOP)})(?:/[\w.-]*\w)+)(?![\w*<{{-])")
 SUFFIXES = {".py", ".md", ".yaml", ".sh", ".json", ".jsonl", ".js", ".css", ".html", ".parquet", ".png"}
 NOT_YET_WRITTEN = {
