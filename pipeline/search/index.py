@@ -61,7 +61,7 @@ def index_version(description: dict, gallery_file: Path, features: np.ndarray) -
     the same version (a re-run that changes nothing swaps nothing)."""
     digest = hashlib.sha256(json.dumps(description, sort_keys=True).encode())
     digest.update(file_sha256(gallery_file).encode())
-    digest.update(np.ascontiguousarray(features).tobytes())
+    digest.update(memoryview(np.ascontiguousarray(features)))  # the array's own bytes, not a copy of them
     return digest.hexdigest()[:VERSION_LENGTH]
 
 
