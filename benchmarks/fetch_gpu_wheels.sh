@@ -8,7 +8,7 @@
 # Left out, as the box has them with PyTorch (gpu_check.sh's report lists what it found): torch and its CUDA
 # libraries, triton, sympy, mpmath, networkx, jinja2, markupsafe, filelock, fsspec, setuptools, numpy, pandas,
 # python-dateutil, six, tzdata, pyarrow, pillow, tqdm, pyyaml, timm, torchvision. huggingface-hub, hf-xet and
-# safetensors come with timm, but transformers (model.vision, benchmarks/vision_towers.py) needs newer ones than a
+# safetensors come with timm, but transformers (model.vision) needs newer ones than a
 # box may have, so they are fetched too. Also left out: hydra-core, omegaconf and antlr4 (DVC imports them for
 # `dvc exp` only; antlr4 has no wheel). The versions are this project's tested ones (its .venv); gpu_check.sh
 # installs a wheel only where the box lacks the package (every wheel when an import fails with those the box has).

@@ -13,9 +13,6 @@ Parts, in the order they run (the most telling first, so a stopped check loses t
     rank           benchmarks/rank.py: evaluation's chunked exact ranking, 20,000 queries against 50,000 and
                    1,000,000 images (the dense matrix too at 50,000)
     embed          benchmarks/embed.py: gallery embedding of the same 20,000 images
-    vision_towers  benchmarks/vision_towers.py: the MLLM vision towers (LLaVA-1.5's CLIP ViT-L/14-336, InternViT-300M,
-                   MiniGPT-4's EVA ViT-g) at their real sizes, random weights: stage 1 steps at batch 128 with the
-                   tower frozen and fine-tuned, embedding of 1,024 images at batch 512
     dag            benchmarks/stage_times.py --breakdown: the demo DAG stage by stage in a copy of the repository
     dag_warm       benchmarks/stage_times.py --warm: the same stages forked from one warm interpreter, as
                    `fashion-cir warm -- dvc repro` runs them (pipeline/warm.py)
@@ -92,10 +89,6 @@ def plan(mode: str, work: Path, jsonl: Path) -> list[Part]:
     step = ["--arch", "fciq-tiny", "--batch-sizes", "8", "--iters", "1", "--warmup", "1"] if dry \
         else ["--batch-sizes", "512", "--iters", "10" if full else "5"]
     epoch = ["--images", images, "--batch-size", "16" if dry else "512", "--step", "triplet", *bench("epoch")]
-    towers = ["--tiny", "--batch-size", "4", "--embed-batch-size", "8", "--images", "16", "--iters", "1",
-              "--warmup", "1"] if dry else \
-        ["--batch-size", "128", "--embed-batch-size", "512", "--images", "1024" if full else "512",
-         "--iters", "4" if full else "2", "--warmup", "2" if full else "1"]
     mine = ["--gallery", "2000", "--queries", "200", "--dim", "64"] if dry else ["--gallery", "200000", "--queries",
                                                                                "20000"]
     rank = ["--galleries", "2000", "--queries", "200", "--dim", "64", "--dense-up-to", "2000"] if dry else \
@@ -114,8 +107,6 @@ def plan(mode: str, work: Path, jsonl: Path) -> list[Part]:
              ["benchmarks/embed.py", "--images", images, "--batch-size", "32" if dry else "1024", *bench("embed"),
               *out],
              120, 15),
-        Part("vision_towers", "MLLM vision towers (vision_towers.py)",
-             ["benchmarks/vision_towers.py", *towers, *out], 120, 60),
         Part("dag", "The demo DAG stage by stage (stage_times.py --breakdown)",
              ["benchmarks/stage_times.py", "--breakdown", "--repo", str(work / DAG_REPOS["dag"]),
               *(["--stages", *dry_stages()] if dry else []), *out], 240, 50),

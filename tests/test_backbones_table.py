@@ -1,4 +1,4 @@
-"""benchmarks/backbones.py, the backbone comparison's one command: what each run sets, and the table it prints from
+"""experiments/backbones.py, the backbone comparison's one command: what each run sets, and the table it prints from
 the runs' metrics and reports (the runs themselves are whole DAGs: docs/results.md has the demo's)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import yaml
 from pipeline.config import validate_params
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "experiments"))
 from backbones import BACKBONES, _value, preset_settings, table  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/error_analysis.py on a hand-made ranking, where the kind of every image above the target is known."""
+"""experiments/error_analysis.py on a hand-made ranking, where the kind of every image above the target is known."""
 
 import sys
 
@@ -10,7 +10,7 @@ from pipeline.captioning.attributes import Attributes
 from pipeline.evaluation.protocols import Ranking
 from tests.conftest import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "experiments"))
 from error_analysis import KINDS, attribute_twins, family_of, outranking_kinds, recall  # noqa: E402
 
 

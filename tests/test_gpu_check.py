@@ -16,7 +16,7 @@ from gpu_check import dry_stages  # noqa: E402
 
 SECTIONS = ["# GPU check (dry-run)", "## Targets", "## Matmul ceiling", "## Mining (mine.py)",
             "## Training step, inputs on the device (train_step.py)", "## End-to-end epoch from JPEG files (epoch.py)",
-            "## Gallery embedding (embed.py)", "## MLLM vision towers (vision_towers.py)",
+            "## Gallery embedding (embed.py)",
             "## Evaluation's chunked ranking (rank.py)",
             "## The demo DAG stage by stage (stage_times.py --breakdown)",
             "## The demo DAG stage by stage, warm (stage_times.py --warm)",
@@ -35,7 +35,7 @@ def test_dry_run_writes_every_section_of_the_report(tmp_path):
     for section in SECTIONS:
         assert section in report, section
     body = report.split("## Matmul ceiling", 1)[1]
-    assert body.count(": ok in ") == 9, report  # the nine parts a dry run runs, each ok
+    assert body.count(": ok in ") == 8, report  # the eight parts a dry run runs, each ok
     assert report.count("Not run: a compiled part") == 2
     assert "synthesize" in dry_stages() and "decode" not in dry_stages()
     rows = ["| the demo DAG", "(warm: `fashion-cir warm`)", "| mining 200,000", "| stage 1 step",

@@ -1,9 +1,9 @@
 """The paper's backbone comparison in one command: each image encoder (the open_clip architecture's own tower, and
 LLaVA's, InternVL's and MiniGPT-4's vision towers) through stage 1, stage 2 and evaluation, then one table.
 
-    python benchmarks/backbones.py            # the backbone-* presets on top of params.yaml (e.g. paper-fashioniq)
-    python benchmarks/backbones.py --demo     # the demo catalogue, tiny random towers of each family from scratch
-    python benchmarks/backbones.py --table-only [--demo]
+    python experiments/backbones.py            # the backbone-* presets on top of params.yaml (e.g. paper-fashioniq)
+    python experiments/backbones.py --demo     # the demo catalogue, tiny random towers of each family from scratch
+    python experiments/backbones.py --table-only [--demo]
 
 Each backbone is one `dvc exp run -S ...` in this workspace with every key of its preset
 (pipeline/presets/backbone-*.yaml), so a run never inherits the previous one's settings; only the stages those keys
@@ -104,13 +104,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
     parser.add_argument("--demo", action="store_true", help="tiny random towers of each family, from scratch")
-    parser.add_argument("--out", type=Path, help="results, appended (default benchmarks/backbones[-demo].jsonl)")
+    parser.add_argument("--out", type=Path, help="results, appended (default experiments/backbones[-demo].jsonl)")
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs and exit")
     parser.add_argument("--force", action="store_true",
                         help="run every stage again: DVC tracks model.vision's value, not the files behind it, so a "
                              "checkpoint changed in place (or a new revision of a Hugging Face id) needs this")
     args = parser.parse_args()
-    out = args.out or REPO / "benchmarks" / f"backbones{'-demo' if args.demo else ''}.jsonl"
+    out = args.out or REPO / "experiments" / f"backbones{'-demo' if args.demo else ''}.jsonl"
     done = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     if not args.table_only:
         stage1_lr = yaml.safe_load((REPO / "params.yaml").read_text())["stage1"]["lr"]

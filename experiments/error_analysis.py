@@ -2,8 +2,8 @@
 gallery image outranks each query's target. Reads the workspace's outputs (run `dvc repro` or `dvc exp apply`
 first); the demo catalogue's family layout is needed for the kinds.
 
-    python benchmarks/error_analysis.py                      # models/stage2
-    python benchmarks/error_analysis.py --checkpoint <dir>   # any stage-2 checkpoint over the same embeddings
+    python experiments/error_analysis.py                      # models/stage2
+    python experiments/error_analysis.py --checkpoint <dir>   # any stage-2 checkpoint over the same embeddings
 
 Why it exists: whether hard negatives can help depends on what the errors are. They teach fine distinctions
 (the reference, the target's family siblings, garments one attribute away); if the images that outrank targets

@@ -1,6 +1,6 @@
 """Run the demo's ablation table with `dvc exp run` over several seeds and print mean +- std per variant.
 
-    python benchmarks/demo_ablations.py --seeds 0 1 2 --out benchmarks/ablations.jsonl
+    python experiments/demo_ablations.py --seeds 0 1 2 --out experiments/ablations.jsonl
 
 Each variant is one `dvc exp run -S ...` on top of the committed params (HEAD:params.yaml); every run names every
 param the table varies, with its committed value where the variant leaves it, so runs never inherit each other's
@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/ablations.jsonl"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/ablations.jsonl"))
     parser.add_argument("--table-only", action="store_true", help="print the table of finished runs and exit")
     args = parser.parse_args()
     done = [json.loads(line) for line in args.out.read_text().splitlines()] if args.out.exists() else []
