@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pipeline.evaluation.metrics import recall_at_k
-from pipeline.evaluation.ranking import MISSED, exact_top_k, rank
+from pipeline.evaluation.ranking import MISSED, rank
 
 EYE = torch.eye
 
@@ -125,10 +125,3 @@ def test_chunked_ranks_and_top_k_equal_the_dense_computation(features):
         assert [subset.columns(q) for q in range(q_count)] == dense_top(scores, 3, outside)
     if features == "coarse":
         assert (scores == scores.gather(1, target[:, None])).sum() > 5 * q_count  # ties were there to break
-
-
-def test_exact_top_k_is_a_stable_descending_sort():
-    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
-    columns, values = exact_top_k(scores, 2)
-    assert columns.tolist() == [[1, 2], [0, 1]] and values.tolist() == [[3.0, 3.0], [0.0, 0.0]]
-    assert exact_top_k(scores, 9)[0].tolist() == torch.argsort(scores, dim=1, descending=True, stable=True).tolist()

@@ -1,14 +1,11 @@
-"""Exact ranking of queries against a gallery, a chunk of queries at a time: memory is bounded by the chunk (about
-CHUNK_CELLS scores), never by queries x gallery, so a category of 250,000 val images and its 280,000 generated
-queries is evaluated in the memory of its feature matrices.
+"""Exact ranking of queries against a gallery, a chunk of queries at a time (pipeline/topk.py): memory is bounded by
+the chunk (about `cells` scores), never by queries x gallery, so a category of 250,000 val images and its 280,000
+generated queries is evaluated in the memory of its feature matrices.
 
 What is kept per query is what the protocols read: the target's 0-based rank (ties count against the target, so
 a model that scores everything alike gets no credit from the gallery's order) and the best k columns (ties go to the
 earlier column, as a stable sort puts them). Both are exact: each chunk's scores are the rows of the same product
-the dense computation would make, and the top k is torch.topk completed by the tied columns in column order.
-
-Mining and the search index keep FAISS's exact search (itself chunked): they need neither the target's rank nor a
-tie order, and FAISS's kernels are faster there.
+the dense computation would make, and the target's rank is counted on the very scores the top k is taken from.
 """
 
 from __future__ import annotations
@@ -18,8 +15,9 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from pipeline.topk import BLOCK_CELLS, block_rows, top_k
+
 MISSED = torch.iinfo(torch.long).max  # the rank of a target that cannot be retrieved (it was removed)
-CHUNK_CELLS = 1 << 24  # scores per chunk: 64 MB of float32 plus the masks built on them, a few hundred MB at most
 
 
 @dataclass(frozen=True)
@@ -35,29 +33,9 @@ class Ranked:
         return [c for c in self.top[q].tolist() if c >= 0]
 
 
-def exact_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's k best columns and their scores, best first, ties to the earlier column: the first k of a stable
-    descending argsort, at the cost of torch.topk (whose choice among ties is unspecified) plus one pass."""
-    k = min(k, scores.shape[1])
-    kth = torch.topk(scores, k, dim=1).values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    wanted = k - above.sum(dim=1, keepdim=True)
-    taken = above | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
-    columns = taken.nonzero()[:, 1].view(len(scores), k)  # exactly k per row, in column order
-    values = scores.gather(1, columns)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return columns.gather(1, order), values.gather(1, order)
-
-
-def chunk_rows(gallery_size: int, cells: int = CHUNK_CELLS) -> int:
-    """Queries scored at once against a gallery of `gallery_size`."""
-    return max(1, cells // max(1, gallery_size))
-
-
 def rank(query: torch.Tensor, gallery: torch.Tensor, target: torch.Tensor | None, k: int,
          excluded: torch.Tensor | None = None, members: torch.Tensor | None = None,
-         cells: int = CHUNK_CELLS) -> Ranked:
+         cells: int = BLOCK_CELLS) -> Ranked:
     """Rank each query's row of `query @ gallery.T`, a chunk of rows at a time.
 
     `excluded` [Q] names one column removed from each query's ranking (CIRR removes the reference); `members`
@@ -65,57 +43,53 @@ def rank(query: torch.Tensor, gallery: torch.Tensor, target: torch.Tensor | None
     outside what the ranking holds is never retrieved (rank MISSED), as in CLIP4Cir's CIRR code. The scores are
     computed on `query`'s device (a GPU ranks a million-image gallery in seconds); the results come back on the CPU."""
     q_count, g_count, device = len(query), len(gallery), query.device
-    gallery = gallery.to(device)
     width = min(k, g_count if members is None else members.shape[1])
     ranks = torch.empty(q_count if target is not None else 0, dtype=torch.long)
-    top = torch.full((q_count, width), -1, dtype=torch.long)
-    top_scores = torch.full((q_count, width), float("nan"), dtype=query.dtype)
-    if members is not None:
-        members = _sorted_members(members.to(device), g_count)
-    step = chunk_rows(g_count, cells)
-    for start in tqdm(range(0, q_count, step), desc=f"rank against {g_count:,} images", unit="chunk",
-                      mininterval=2, disable=q_count <= step):
-        rows = slice(start, min(start + step, q_count))
-        scores = query[rows] @ gallery.T
-        held = torch.ones(scores.shape, dtype=torch.bool, device=device)  # what each query's ranking holds
+    step = block_rows(g_count, cells)
+    removed = _removed(excluded, members, device)
+    with tqdm(total=q_count, desc=f"rank against {g_count:,} images", unit="query", mininterval=2,
+              disable=q_count <= step) as progress:
+
+        def count(rows: slice, columns: slice, scores: torch.Tensor, skipped: torch.Tensor | None) -> None:
+            if target is not None:
+                ranks[rows] = _target_ranks(scores, skipped, target[rows].to(device)).cpu()
+            progress.update(len(scores))
+
+        scores, top = top_k(query, gallery, width, removed, query_block=step, seen=count)
+    return Ranked(ranks, top.cpu(), scores.masked_fill(top < 0, float("nan")).cpu())
+
+
+def _removed(excluded: torch.Tensor | None, members: torch.Tensor | None, device: torch.device):
+    """The columns each query's ranking does not hold, as top_k asks for them; None when it holds every column."""
+    if excluded is None and members is None:
+        return None
+    excluded = None if excluded is None else excluded.to(device)[:, None]
+    members = None if members is None else members.to(device)
+
+    def removed(rows: slice, columns: slice) -> torch.Tensor:
+        outside = torch.zeros(rows.stop - rows.start, columns.stop - columns.start, dtype=torch.bool, device=device)
+        if members is not None:
+            outside = ~_listed(members[rows], columns)
         if excluded is not None:
-            held[torch.arange(len(scores), device=device), excluded[rows].to(device)] = False
-        columns = None
-        if members is not None:  # rank within the members: their scores, in column order
-            columns = members[rows]
-            valid = columns < g_count
-            gathered = columns.clamp(max=g_count - 1)
-            held = held.gather(1, gathered) & valid
-            scores = scores.gather(1, gathered)
-        if target is not None:
-            ranks[rows] = _target_ranks(scores, held, target[rows].to(device), columns).cpu()
-        if width:
-            best, values = exact_top_k(scores.masked_fill(~held, float("-inf")), width)
-            inside = torch.arange(width, device=device)[None, :] < held.sum(dim=1, keepdim=True)
-            if columns is not None:
-                best = columns.gather(1, best)
-            top[rows] = torch.where(inside, best, -1).cpu()
-            top_scores[rows] = torch.where(inside, values, float("nan")).cpu()
-    return Ranked(ranks, top, top_scores)
+            outside |= _listed(excluded[rows], columns)
+        return outside
+
+    return removed
 
 
-def _sorted_members(members: torch.Tensor, g_count: int) -> torch.Tensor:
-    """Each row's distinct member columns in ascending order, padding (g_count) last."""
-    members = torch.where(members < 0, g_count, members).sort(dim=1).values
-    repeated = torch.zeros_like(members, dtype=torch.bool)
-    repeated[:, 1:] = members[:, 1:] == members[:, :-1]
-    return torch.where(repeated, g_count, members).sort(dim=1).values
+def _listed(listed: torch.Tensor, columns: slice) -> torch.Tensor:
+    """bool [len(listed), columns]: True at the columns each row of `listed` names (-1 names none)."""
+    width = columns.stop - columns.start
+    position = listed - columns.start
+    position = torch.where((listed >= 0) & (position >= 0) & (position < width), position, width)
+    marked = torch.zeros(len(listed), width + 1, dtype=torch.bool, device=listed.device)
+    return marked.scatter_(1, position, True)[:, :width]
 
 
-def _target_ranks(scores: torch.Tensor, held: torch.Tensor, target: torch.Tensor,
-                  columns: torch.Tensor | None) -> torch.Tensor:
-    """0-based rank of each row's target among the `held` entries of `scores`; MISSED where it is not held."""
-    if columns is None:
-        position, present = target, torch.ones(len(target), dtype=torch.bool, device=target.device)
-    else:
-        matches = columns == target[:, None]
-        position, present = matches.int().argmax(dim=1), matches.any(dim=1)
-    target_scores = scores.gather(1, position[:, None])
-    ranks = ((scores >= target_scores) & held).sum(dim=1) - 1
-    missed = ~(present & held.gather(1, position[:, None]).squeeze(1))
-    return ranks.masked_fill(missed, MISSED)
+def _target_ranks(scores: torch.Tensor, removed: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's target among the columns of `scores` not `removed`; MISSED where it is removed."""
+    ahead = scores >= scores.gather(1, target[:, None])
+    if removed is None:
+        return ahead.sum(dim=1) - 1
+    ranks = (ahead & ~removed).sum(dim=1) - 1
+    return ranks.masked_fill(removed.gather(1, target[:, None]).squeeze(1), MISSED)

@@ -5,10 +5,10 @@ the answer) or around the zero-shot composed query (`anchor: query`: the images 
 instead). A candidate in the target's answer group (pipeline/negatives/false_negatives.py) or at least
 `negatives.max_target_similarity` similar to the target (a likely near-duplicate) is skipped.
 
-Where CUDA is present a flat (exact) index is searched in torch on the GPU: query-gallery matmul, the skipped
-candidates masked, top-k, in chunks of queries and gallery rows so that memory stays bounded. It finds the same
-neighbours as FAISS's flat index (ties aside), in a fraction of FAISS's time on the CPU (benchmarks/mine.py). FAISS
-serves the CPU, and the approximate `hnsw` and `ivf` indexes everywhere.
+Where CUDA is present a flat (exact) index is searched in torch on the GPU (pipeline/topk.py): query-gallery matmul,
+the skipped candidates masked, top-k, in chunks of queries and gallery rows so that memory stays bounded. It finds
+the same neighbours as FAISS's flat index (ties aside), in a fraction of FAISS's time on the CPU (benchmarks/mine.py).
+FAISS serves the CPU, and the approximate `hnsw` and `ivf` indexes everywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from pipeline.device import compute_device
 from pipeline.search.faiss_index import build_index
+from pipeline.topk import top_k
 
 QUERY_CHUNK = 1024  # the exact torch search scores QUERY_CHUNK x GALLERY_CHUNK pairs at a time (256 MiB in fp32)
 GALLERY_CHUNK = 65536
@@ -85,40 +86,22 @@ def mine_hard_negatives(
     return out_idx, out_score
 
 
-@torch.no_grad()
 def exact_hard_negatives(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, k: int,
                          max_target_similarity: float, groups: np.ndarray, device: torch.device
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """mine_hard_negatives' flat search in torch on `device`: every query scored against every gallery row, the
-    skipped candidates (the target's answer group, near-duplicates of the target) masked, the k best kept. Queries
-    and gallery go in chunks (QUERY_CHUNK x GALLERY_CHUNK), the k best of each gallery chunk merged with those
-    before, so memory stays bounded at any gallery size."""
+    """mine_hard_negatives' flat search in torch on `device` (pipeline/topk.py): every query scored against every
+    gallery row, the skipped candidates (the target's answer group, near-duplicates of the target) masked, the k best
+    kept. Queries and gallery go in chunks (QUERY_CHUNK x GALLERY_CHUNK), so memory stays bounded at any gallery
+    size; ties fall where torch.topk puts them (mining needs no tie order)."""
     g = torch.from_numpy(np.ascontiguousarray(gallery, dtype=np.float32)).to(device)
     q_all = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(device)
     t_all = torch.from_numpy(np.asarray(targets, dtype=np.int64)).to(device)
     group = torch.from_numpy(np.asarray(groups)).to(device)
-    n, depth = len(g), min(k, len(gallery))
-    found, scores = [], []
-    for start in range(0, len(q_all), QUERY_CHUNK):
-        q, t = q_all[start:start + QUERY_CHUNK], t_all[start:start + QUERY_CHUNK]
-        target, target_group = g[t], group[t][:, None]
-        best = torch.full((len(q), depth), float("-inf"), device=device)
-        best_idx = torch.full((len(q), depth), -1, dtype=torch.long, device=device)
-        for first in range(0, n, GALLERY_CHUNK):
-            part = g[first:first + GALLERY_CHUNK]
-            score = q @ part.T
-            skipped = (group[first:first + GALLERY_CHUNK][None, :] == target_group) \
-                | (target @ part.T >= max_target_similarity)
-            score.masked_fill_(skipped, float("-inf"))
-            value, index = score.topk(min(depth, len(part)), dim=1)
-            merged, position = torch.cat([best, value], 1).topk(depth, dim=1)
-            best_idx = torch.cat([best_idx, index + first], 1).gather(1, position)
-            best = merged
-        kept = best > float("-inf")
-        found.append(torch.where(kept, best_idx, -1))
-        scores.append(torch.where(kept, best, float("nan")))
-    out_idx = np.full((len(queries), k), -1, dtype=np.int64)
-    out_score = np.full((len(queries), k), np.nan, dtype=np.float32)
-    out_idx[:, :depth] = torch.cat(found).cpu().numpy()
-    out_score[:, :depth] = torch.cat(scores).cpu().numpy()
-    return out_idx, out_score
+
+    def skipped(rows: slice, columns: slice) -> torch.Tensor:
+        target = t_all[rows]
+        return (group[columns][None, :] == group[target][:, None]) | (g[target] @ g[columns].T >= max_target_similarity)
+
+    scores, found = top_k(q_all, g, k, skipped, QUERY_CHUNK, GALLERY_CHUNK, stable=False)
+    scores = scores.masked_fill(found < 0, float("nan"))
+    return found.cpu().numpy(), scores.cpu().numpy()
