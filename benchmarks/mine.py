@@ -9,10 +9,11 @@ Run from the repository root. Every path is timed through the real code, `pipeli
 once: what one `mine` call costs. `exact torch` is its flat search in torch on `--device` (the path the stage takes
 where CUDA is present: chunked matmul, skipped candidates masked, top-k). `faiss <kind>` is its FAISS path on the
 CPU (index build, search, and the Python loop that drops the target and widens the search when too few candidates
-are left), forced here with FASHION_CIR_DEVICE=cpu. The baseline is an exact brute force in torch (query-gallery
-matmul, target masked, top-k) on `--device`; both start from and end with numpy arrays, copies included; its time
-is the median of a few calls. Recall is the fraction of the exact top-k (FAISS flat's, or exact torch's when flat is
-not run) that a path's mined set contains; exact paths should reach 1 (less only through ties).
+are left), forced here with FASHION_CIR_DEVICE=cpu. The baseline is an exact brute force in torch
+(pipeline/topk.py: query-gallery matmul, target masked, top-k) on `--device`; both start from and end with numpy
+arrays, copies included; its time is the median of a few calls. Recall is the fraction of the exact top-k (FAISS
+flat's, or exact torch's when flat is not run) that a path's mined set contains; exact paths should reach 1 (less
+only through ties).
 
 Synthetic data: `--gallery` normalised features drawn around random cluster centres (about 100 per cluster), and
 `--queries` queries each drawn from a random target's cluster, so that neighbours are mostly within a cluster, as
@@ -43,6 +44,7 @@ from common import (
     time_per_call,
 )
 from pipeline.negatives.hard import mine_hard_negatives
+from pipeline.topk import block_rows, top_k
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -75,19 +77,17 @@ def real(features_dir: Path, n_queries: int, seed: int) -> tuple[np.ndarray, np.
 
 def brute_force(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray, k: int, device: torch.device
                 ) -> np.ndarray:
-    """Exact top-k gallery rows per query, the target excluded: one matmul and top-k per chunk of queries (chunks
-    keep the score matrix under about 256 MiB)."""
+    """Exact top-k gallery rows per query, the target excluded: pipeline/topk.py over the whole gallery, a chunk of
+    queries at a time (chunks keep the score matrix under about 256 MiB)."""
     g = torch.from_numpy(gallery).to(device)
-    q_all = torch.from_numpy(queries).to(device)
     t_all = torch.from_numpy(targets).to(device)
-    chunk = max(1, 2**26 // len(gallery))
-    out = []
-    for start in range(0, len(queries), chunk):
-        q, t = q_all[start:start + chunk], t_all[start:start + chunk]
-        scores = q @ g.T
-        scores[torch.arange(len(q), device=device), t] = float("-inf")
-        out.append(scores.topk(min(k, len(gallery) - 1), dim=1).indices)
-    return torch.cat(out).cpu().numpy()
+
+    def target(rows: slice, columns: slice) -> torch.Tensor:
+        return torch.arange(columns.start, columns.stop, device=device)[None, :] == t_all[rows, None]
+
+    found = top_k(torch.from_numpy(queries).to(device), g, min(k, len(gallery) - 1), target,
+                  block_rows(len(gallery), 2**26), stable=False)[1]
+    return found.cpu().numpy()
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:

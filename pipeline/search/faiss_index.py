@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import torch
 
 from pipeline.config import IndexParams
 from pipeline.errors import PipelineError
+from pipeline.topk import top_k
 
 
 def inverted_lists(settings: IndexParams, n: int) -> int:
@@ -107,21 +109,12 @@ def search_within(index: faiss.Index, queries: np.ndarray, k: int, allowed: np.n
 
 
 def _exact(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inner products with the `rows`' own vectors (reconstructed from the index), best k first."""
-    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    found = np.full((len(queries), k), -1, dtype=np.int64)
-    if not len(rows):
-        return scores, found
+    """Inner products with the `rows`' own vectors (reconstructed from the index), best k first (pipeline/topk.py:
+    ties to the earlier row)."""
     stored = flat_vectors(index)
-    products = queries @ (stored[rows] if stored is not None else index.reconstruct_batch(rows)).T
-    take = min(k, len(rows))
-    best = np.argpartition(-products, take - 1, axis=1)[:, :take] if take < len(rows) else \
-        np.tile(np.arange(len(rows)), (len(queries), 1))
-    order = np.argsort(-np.take_along_axis(products, best, axis=1), axis=1, kind="stable")
-    best = np.take_along_axis(best, order, axis=1)
-    scores[:, :take] = np.take_along_axis(products, best, axis=1)
-    found[:, :take] = rows[best]
-    return scores, found
+    vectors = stored[rows] if stored is not None else index.reconstruct_batch(rows)
+    scores, found = top_k(torch.from_numpy(queries), torch.from_numpy(np.ascontiguousarray(vectors)), k)
+    return scores.numpy(), np.append(rows, -1)[found.numpy()]  # found -1 (nothing) stays -1
 
 
 def _selecting(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
