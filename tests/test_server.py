@@ -14,10 +14,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from pipeline.paths import Paths
-from pipeline.search.engine import SearchEngine
-from pipeline.search.server import MAX_UPLOAD_BYTES, create_app
+from pipeline.search.api.search_body import MAX_UPLOAD_BYTES
+from pipeline.search.engine import MAX_K, SearchEngine
+from pipeline.search.server import create_app
 
 TEXT = "is red with long sleeves"
+K_RANGE = f"k must be a whole number from 1 to {MAX_K}"  # the engine's limit, the server's too
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +104,10 @@ def test_k_defaults_to_ten(client: TestClient, reference: str):
     ({"text": TEXT, "where": "colour = red"}, None, 400, "names an unknown column 'colour'"),
     ({"text": TEXT, "where": "category >= 3"}, None, 400, "compares 'category', which holds text"),
     ({"text": TEXT, "where": "category"}, None, 400, "is not one this search reads"),
-    ({"reference": "{reference}", "text": TEXT, "k": "0"}, None, 400, "k must be a whole number from 1 to 100"),
-    ({"reference": "{reference}", "text": TEXT, "k": "101"}, None, 400, "k must be a whole number from 1 to 100"),
-    ({"reference": "{reference}", "text": TEXT, "k": "ten"}, None, 400, "k must be a whole number from 1 to 100"),
-    ({"reference": "{reference}", "text": TEXT, "k": "-3"}, None, 400, "k must be a whole number from 1 to 100"),
+    ({"reference": "{reference}", "text": TEXT, "k": "0"}, None, 400, K_RANGE),
+    ({"reference": "{reference}", "text": TEXT, "k": str(MAX_K + 1)}, None, 400, K_RANGE),
+    ({"reference": "{reference}", "text": TEXT, "k": "ten"}, None, 400, K_RANGE),
+    ({"reference": "{reference}", "text": TEXT, "k": "-3"}, None, 400, K_RANGE),
 ])
 def test_a_bad_search_is_one_sentence_and_the_server_carries_on(client: TestClient, reference: str,
                                                                  image_file: Path, data: dict, upload: bytes | None,
@@ -276,3 +278,36 @@ def test_without_an_evaluation_or_plots_the_page_says_what_to_run(engine: Search
     (Paths(tmp_path).plots_report / "index.html").write_text("<html>plots</html>")
     assert client.get("/training/").text == "<html>plots</html>"
     assert client.get("/training/../../dvc.yaml").status_code == 404
+
+
+def test_k_above_the_engines_limit_is_one_sentence(client: TestClient, reference: str):
+    """The largest k is the engine's MAX_K, in the JSON body and the form alike; MAX_K itself is answered."""
+    for answer in (client.post("/api/search", json={"text": TEXT, "k": MAX_K + 1}),
+                   client.post("/api/search", data={"text": TEXT, "k": str(MAX_K + 1)})):
+        assert answer.status_code == 400 and list(answer.json()) == ["error"], answer.text
+        error = answer.json()["error"]
+        assert str(MAX_K) in error and error.endswith(".") and "\n" not in error
+    assert client.post("/api/search", json={"text": TEXT, "k": MAX_K}).status_code == 200
+
+
+def test_every_json_route_has_a_typed_answer_in_the_openapi_schema(client: TestClient):
+    """Each operation's 200 answer is a named model (or a choice of them), every error is the one-sentence
+    ErrorAnswer, and no 422 is promised: a request that fails validation is a 400."""
+    schema = client.get("/openapi.json").json()
+    routes = {(path, method) for path, operations in schema["paths"].items() for method in operations}
+    assert {("/health", "get"), ("/ready", "get"), ("/api/search", "post"), ("/api/filters", "get"),
+            ("/api/gallery", "get"), ("/api/queries", "get"), ("/api/recall", "get")} <= routes
+    error = "#/components/schemas/ErrorAnswer"
+    for path, method in routes:
+        responses = schema["paths"][path][method]["responses"]
+        assert "422" not in responses, path
+        content = responses["200"]["content"]
+        if "application/json" in content:
+            answer = content["application/json"]["schema"]
+            named = [answer] if "$ref" in answer else answer.get("anyOf", [])
+            assert named and all(option["$ref"].startswith("#/components/schemas/") for option in named), path
+        for status, response in responses.items():
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == {"$ref": error}, (path, status)
+    assert {"400", "401", "413", "default"} <= set(schema["paths"]["/api/search"]["post"]["responses"])
+    assert "503" in schema["paths"]["/ready"]["get"]["responses"]
