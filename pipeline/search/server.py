@@ -29,10 +29,9 @@ request is one access-log line.
 
 Concurrent searches are answered together in batches (pipeline/search/batching.py). A bad request gets a 4xx answer
 with {"error": "<one sentence>"} and the server carries on. Uploads stop with 413 as soon as the body passes
-MAX_UPLOAD_BYTES, without reading the rest; an image whose header declares more than MAX_PIXELS pixels is refused
-before it is decoded.
+MAX_UPLOAD_BYTES (api/search_body.py), without reading the rest; an image whose header declares more than the
+engine's MAX_PIXELS pixels is refused before it is decoded, and k is at most the engine's MAX_K.
 """
-
 
 from __future__ import annotations
 

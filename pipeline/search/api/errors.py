@@ -30,7 +30,7 @@ def said(why: str) -> dict[str, Any]:
 # Declaring `default` also keeps FastAPI from listing a 422 answer: a request that fails validation is a 400 here.
 ANY_FAILURE = {"default": said("any other failure, the server's own included, in one sentence")}
 BAD_REQUEST = {400: said("the request cannot be answered as asked"),
-               401: said("the server needs its API key (pipeline/search/guard.py)")}
+               401: said("the API key is missing or wrong (send it as Authorization: Bearer <key> or X-API-Key)")}
 
 
 def error_response(status: int, message: str) -> JSONResponse:
