@@ -52,7 +52,7 @@ def demo(queries: int) -> None:
             t1 = time.perf_counter()
             words = engine.model.encode_texts(engine.tokenizer([engine.query_text(text, caption)]))
             t2 = time.perf_counter()
-            engine.vectors.search(engine.model.compose(image, words).numpy().astype(np.float32), 11, None, [])
+            engine.vectors.search(engine.model.compose(image, words).numpy().astype(np.float32), 11, [])
             t3 = time.perf_counter()
         for key, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             parts[key].append(seconds * 1000)

@@ -64,13 +64,16 @@ def test_the_rows_every_filter_allows(products: GalleryFilter, filters: list[str
     assert np.flatnonzero(products.allowed([parse_where(f) for f in filters])).tolist() == rows
 
 
-def test_wrong_columns_and_types_are_one_sentence(products: GalleryFilter):
+@pytest.mark.parametrize("refuse", ["check", "allowed"])  # checked alone (any backend), or on the way to the rows
+def test_wrong_columns_and_types_are_one_sentence(products: GalleryFilter, refuse: str):
+    refused = getattr(products, refuse)
     with pytest.raises(PipelineError, match=r"unknown column 'color'; the gallery's columns are: category, colour"):
-        products.allowed([parse_where("color = red")])
+        refused([parse_where("colour = red"), parse_where("color = red")])
     with pytest.raises(PipelineError, match=r"compares 'size', which holds text; use =, !=, in or not in"):
-        products.allowed([parse_where("size >= 40")])
+        refused([parse_where("size >= 40")])
     with pytest.raises(PipelineError, match=r"compares with 'cheap', which is not a number"):
-        products.allowed([parse_where("price < cheap")])
+        refused([parse_where("price < cheap")])
+    products.check([parse_where("price < 40"), parse_where("size = m")])
     assert products.allowed([]) is None
 
 

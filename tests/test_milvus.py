@@ -61,7 +61,7 @@ def test_every_filter_allows_in_milvus_the_rows_it_allows_over_faiss(tmp_path: P
     for filters in FILTERS:
         conditions = [parse_where(text) for text in filters]
         expected = set(np.flatnonzero(allows.allowed(conditions)))
-        _, rows = vectors.search(features[:2], len(table), allows.allowed(conditions), conditions)
+        _, rows = vectors.search(features[:2], len(table), conditions)
         for row in rows:
             assert set(row[row >= 0]) == expected, filters
     assert expected == set()  # the last filter matches nothing, and nothing comes back
@@ -84,11 +84,11 @@ def test_the_collection_follows_the_gallery_by_product_id(tmp_path: Path):
     manifest, second = sync(changed, changed_features, columns, settings, paths)
     assert second == {"upserted": 51, "deleted": 20, "recreated": 0} and manifest["entities"] == 230
     vectors = MilvusVectors.open(manifest, paths, changed["name"].tolist())
-    _, rows = vectors.search(added_features, 1, None, [])
+    _, rows = vectors.search(added_features, 1, [])
     assert rows[:, 0].tolist() == list(range(180, 230))  # each new product is its own nearest
-    _, rows = vectors.search(features[:20], 230, None, [])
+    _, rows = vectors.search(features[:20], 230, [])
     assert (rows >= 0).all()  # every hit is a current product: the removed never come back
-    _, red = vectors.search(features[:1], 230, None, [parse_where("colour = red")])
+    _, red = vectors.search(features[:1], 230, [parse_where("colour = red")])
     assert 0 in red[0].tolist()
     assert sync(changed, changed_features, columns, settings, paths)[1]["upserted"] == 0
 
@@ -118,12 +118,12 @@ def test_an_approximate_index_against_the_exact_one(tmp_path: Path):
     table, features = products(2000, seed=4)
     queries = unit(features[:100] + 0.3 * np.random.default_rng(5).standard_normal((100, 16)))
     exact = stored(table, features, tmp_path, IndexParams(backend="milvus"))
-    _, truth = exact.search(queries, 10, None, [])
+    _, truth = exact.search(queries, 10, [])
     exact.client.close()
 
     def recall(settings: IndexParams) -> float:
         approximate = stored(table, features, tmp_path, settings)
-        _, found = approximate.search(queries, 10, None, [])
+        _, found = approximate.search(queries, 10, [])
         approximate.client.close()
         return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 

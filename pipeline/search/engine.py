@@ -81,7 +81,7 @@ class SearchEngine:
     """The stage-2 model and the gallery index, checked to belong together."""
 
     def __init__(self, model: RetrievalModel, vectors: GalleryVectors, gallery: pd.DataFrame, description: dict,
-                 root: Path = Path(".")):
+                 gallery_filter: GalleryFilter, root: Path = Path(".")):
         self.model, self.vectors, self.gallery, self.description = model.eval(), vectors, gallery, description
         self.version = str(description.get("version", ""))
         self.known = GalleryNames(gallery, root, str(description.get("gallery", "")))
@@ -90,7 +90,7 @@ class SearchEngine:
         self.row_of = {name: i for i, name in enumerate(gallery["name"])}
         self.names, self.categories, self.paths = (gallery[c].astype(str).tolist()
                                                    for c in ("name", "category", "path"))  # pandas rows are slow
-        self.filter = GalleryFilter(gallery[filterable_columns(gallery)])
+        self.filter = gallery_filter  # checks a query's filters; the vectors translate them
         self.category_names = sorted(set(self.categories))
         self.stored_exactly = vectors.exact  # a gallery reference's feature is read back from the index
 
@@ -107,17 +107,20 @@ class SearchEngine:
         description = description or json.loads(meta.read_text())
         gallery = pd.read_parquet(paths.index_dir / "gallery.parquet")
         gallery["path"] = [str(paths.root / path) for path in gallery["path"]]  # stored relative to the repository
+        gallery_filter = GalleryFilter(gallery[filterable_columns(gallery)])
+        names = gallery["name"].astype(str).tolist()
         if serving is not None and serving.description["model"] == description["model"]:
-            vectors = open_vectors(description, paths, gallery["name"].astype(str).tolist())
-            return cls(serving.model, vectors, gallery, description, paths.root)
+            vectors = open_vectors(description, paths, names, gallery_filter)
+            return cls(serving.model, vectors, gallery, description, gallery_filter, paths.root)
         checkpoint = checkpoint or paths.stage2_dir
         if not (checkpoint / "model.pt").is_file():
             raise PipelineError(f"{checkpoint / 'model.pt'} is missing; run `dvc repro` first.")
         if checkpoint_digest(checkpoint) != description["model"]:
             raise PipelineError(f"the index at {paths.index_dir} was built from another model than the one in "
                                 f"{checkpoint}; run `dvc repro` to rebuild it for this model.")
-        vectors = open_vectors(description, paths, gallery["name"].astype(str).tolist())
-        return cls(load_checkpoint(checkpoint, root=paths.root), vectors, gallery, description, paths.root)
+        vectors = open_vectors(description, paths, names, gallery_filter)
+        return cls(load_checkpoint(checkpoint, root=paths.root), vectors, gallery, description, gallery_filter,
+                   paths.root)
 
     def close(self) -> None:
         """Let go of the index's connection (Milvus); called once no search uses this engine."""
@@ -199,7 +202,7 @@ class SearchEngine:
         for positions in _by_filters(ready):
             k = max(ready[i].query.k for i in positions) + 1  # the reference may come back first
             group = ready[positions[0]]
-            scores, rows = self.vectors.search(features[positions], k, group.allowed, group.conditions)
+            scores, rows = self.vectors.search(features[positions], k, group.conditions)
             for i, score_row, row_row in zip(positions, scores, rows, strict=True):
                 answers[id(ready[i])] = self._answer(ready[i], score_row, row_row)
         lap("search")
@@ -208,7 +211,7 @@ class SearchEngine:
                 for p in prepared]
 
     def _prepare(self, query: Query) -> _Prepared:
-        """A query checked, its reference decoded and its text formed; its filters as the rows they allow."""
+        """A query checked (its filters included), its reference decoded and its text formed."""
         text = query.text.strip()
         if query.image is None and not text:
             raise PipelineError("the query is empty; give a text (\"a red floral dress\"), a reference image, or "
@@ -224,9 +227,9 @@ class SearchEngine:
         elif query.image is not None:
             pixels, label, caption = self.reference_pixels(query.image)
         conditions = self.conditions(list(query.where), label, query.every_category)
+        self.filter.check(conditions)
         return _Prepared(query, kind, pixels, row, label,
-                         self.query_text(text, caption) if kind == "composed" else text, conditions,
-                         self.filter.allowed(conditions))
+                         self.query_text(text, caption) if kind == "composed" else text, conditions)
 
     def _encode(self, ready: list[_Prepared]) -> np.ndarray:
         """[len(ready), D] query features: the decoded images in one batch, a gallery reference's feature read from
@@ -279,7 +282,6 @@ class _Prepared:
     label: str
     query_text: str
     conditions: list[Condition]
-    allowed: np.ndarray | None
 
 
 def _by_filters(ready: list[_Prepared]) -> list[list[int]]:

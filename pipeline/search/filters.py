@@ -5,8 +5,10 @@
     column in (a, b, ...)   column not in (a, b)
     column < n   column <= n   column > n   column >= n      (numeric columns only)
 
-A column is numeric when every non-empty value in it is a number. The filter becomes the set of gallery rows it
-allows, which the nearest-neighbour search then searches within (pipeline/search/faiss_index.py: search_within),
+A column is numeric when every non-empty value in it is a number. The filters (a list of `Condition`) are what
+every vector store is asked to search within (pipeline/search/vectors.py), each translating them itself: FAISS
+into the set of gallery rows they allow (`GalleryFilter.allowed`, searched within by
+pipeline/search/faiss_index.py: search_within), Milvus into its boolean expression (pipeline/search/milvus_index.py),
 so k results come back whenever k items match, however rare they are.
 """
 
@@ -83,38 +85,42 @@ class GalleryFilter:
     def columns(self) -> list[str]:
         return list(self.table.columns)
 
+    def check(self, conditions: list[Condition]) -> None:
+        """Refuse, in one sentence, a filter on an unknown column or a range that is not numeric on both sides."""
+        for condition in conditions:
+            if condition.column not in self.text:
+                raise PipelineError(f"the filter '{condition}' names an unknown column '{condition.column}'; the "
+                                    f"gallery's columns are: {', '.join(self.columns)}.")
+            if condition.op not in ("<", "<=", ">", ">="):
+                continue
+            if condition.column not in self.numeric:
+                raise PipelineError(f"the filter '{condition}' compares '{condition.column}', which holds text; use "
+                                    f"=, !=, in or not in with it.")
+            if not is_number(condition.values[0]):
+                raise PipelineError(f"the filter '{condition}' compares with {condition.values[0]!r}, which is not "
+                                    f"a number.")
+
     def allowed(self, conditions: list[Condition]) -> np.ndarray | None:
         """A boolean mask over the gallery's rows where every condition holds; None for no condition."""
         if not conditions:
             return None
+        self.check(conditions)
         mask = np.ones(len(self.table), dtype=bool)
         for condition in conditions:
             mask &= self._holds(condition)
         return mask
 
     def _holds(self, condition: Condition) -> np.ndarray:
-        if condition.column not in self.text:
-            raise PipelineError(f"the filter '{condition}' names an unknown column '{condition.column}'; the "
-                                f"gallery's columns are: {', '.join(self.columns)}.")
         if condition.op in ("<", "<=", ">", ">="):
-            return self._compared(condition)
+            column, bound = self.numeric[condition.column], float(condition.values[0])
+            compared = {"<": column < bound, "<=": column <= bound, ">": column > bound, ">=": column >= bound}
+            return compared[condition.op].fillna(False).to_numpy(dtype=bool)
         if condition.column in self.numeric and all(is_number(v) for v in condition.values):
             column = self.numeric[condition.column]
             found = column.isin([float(v) for v in condition.values]).to_numpy()
         else:
             found = self.text[condition.column].isin([v.lower() for v in condition.values]).to_numpy()
         return ~found if condition.op in ("!=", "not in") else found
-
-    def _compared(self, condition: Condition) -> np.ndarray:
-        if condition.column not in self.numeric:
-            raise PipelineError(f"the filter '{condition}' compares '{condition.column}', which holds text; use =, "
-                                f"!=, in or not in with it.")
-        if not is_number(condition.values[0]):
-            raise PipelineError(f"the filter '{condition}' compares with {condition.values[0]!r}, which is not a "
-                                f"number.")
-        column, bound = self.numeric[condition.column], float(condition.values[0])
-        compared = {"<": column < bound, "<=": column <= bound, ">": column > bound, ">=": column >= bound}
-        return compared[condition.op].fillna(False).to_numpy(dtype=bool)
 
 
 def is_number(value: str) -> bool:

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from pipeline.config import Params
@@ -73,6 +75,29 @@ def read_description(index_dir: Path) -> dict | None:
         return None
 
 
+def _faiss(gallery: pd.DataFrame, features: np.ndarray, params: Params, paths: Paths, folder: Path,
+           previous: dict | None, version: str) -> tuple[dict, dict]:
+    """index/gallery.faiss, built whole each run."""
+    settings = params.index
+    faiss.write_index(build_index(features, settings.kind, params.seed, settings), str(folder / "gallery.faiss"))
+    return {}, {}
+
+
+def _milvus(gallery: pd.DataFrame, features: np.ndarray, params: Params, paths: Paths, folder: Path,
+            previous: dict | None, version: str) -> tuple[dict, dict]:
+    """The Milvus slot the served version does not use, synced by its diff; its manifest goes into index.json."""
+    from pipeline.search.milvus_index import next_slot, sync
+
+    collection = next_slot(params.index, previous, version)
+    manifest, synced = sync(gallery, features, filterable_columns(gallery), params.index, paths, collection, version)
+    return {"milvus": manifest}, synced
+
+
+# index.backend -> what stores the gallery's features for it: (the description's additions, the report's)
+Store = Callable[[pd.DataFrame, np.ndarray, Params, Paths, Path, dict | None, str], tuple[dict, dict]]
+BACKENDS: dict[str, Store] = {"faiss": _faiss, "milvus": _milvus}
+
+
 def run(params: Params, paths: Paths) -> dict[str, object]:
     settings, runtime = params.index, Runtime.start(params.compute)
     model = load_checkpoint(paths.stage2_dir)
@@ -96,15 +121,9 @@ def run(params: Params, paths: Paths) -> dict[str, object]:
         tmp.mkdir(parents=True)
         write_parquet(tmp / "gallery.parquet", pa.Table.from_pandas(gallery, preserve_index=False))
         version = index_version(description, tmp / "gallery.parquet", features)
-        if settings.backend == "milvus":
-            from pipeline.search.milvus_index import next_slot, sync
-
-            collection = next_slot(settings, previous, version)
-            description["milvus"], synced = sync(gallery, features, filterable_columns(gallery), settings, paths,
-                                                 collection, version)
-            report.update(synced)
-        else:
-            faiss.write_index(build_index(features, settings.kind, params.seed, settings), str(tmp / "gallery.faiss"))
+        stored, written = BACKENDS[settings.backend](gallery, features, params, paths, tmp, previous, version)
+        description.update(stored)
+        report.update(written)
         (tmp / "index.json").write_text(json.dumps({"version": version, **description}, indent=2) + "\n")
     report["version"] = version
     return report

@@ -312,7 +312,7 @@ def _count(client, collection: str) -> int:
 def expression(conditions: list[Condition], layout: list[dict]) -> str:
     """The Milvus boolean expression of a search's filters ("" for none), meaning what GalleryFilter.allowed does:
     text compared case-insensitively, numbers as numbers when the column and every value are numeric, a range only
-    on a numeric column (GalleryFilter has already refused the rest with its sentence)."""
+    on a numeric column (GalleryFilter.check has already refused the rest with its sentence)."""
     fields = {field["column"]: field for field in layout}
     parts = []
     for condition in conditions:
@@ -369,8 +369,8 @@ class MilvusVectors:
                                 f"at {paths.index_dir} lists {len(names)}; run `dvc repro -f index` to sync it.")
         return cls(client, manifest, names)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, conditions: list[Condition]
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, conditions: list[Condition]) -> tuple[np.ndarray, np.ndarray]:
+        """The filters as Milvus's boolean expression (`expression`), evaluated by Milvus inside the search."""
         k = min(k, len(self.names))
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
