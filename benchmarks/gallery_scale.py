@@ -227,7 +227,7 @@ def agreement(queries: int, work: Path) -> list[dict]:
         texts = engine.model.encode_texts(engine.tokenizer([TEXTS[i % len(TEXTS)] for i in range(queries)]))
         composed = engine.model.compose(torch.from_numpy(features[rows]), texts).numpy().astype(np.float32)
     categories = [[Condition("category", "=", (str(gallery["category"].iat[row]),))] for row in rows]
-    truth = {scope: [engine.vectors.search(composed[i:i + 1], 10, engine.filter.allowed(c), c)[1][0]
+    truth = {scope: [engine.vectors.search(composed[i:i + 1], 10, c)[1][0]
                      for i, c in enumerate(categories if scope == "category" else [[]] * queries)]
              for scope in ("gallery", "category")}
     records = []
@@ -236,7 +236,7 @@ def agreement(queries: int, work: Path) -> list[dict]:
         manifest, _ = sync(gallery, features, filterable_columns(gallery), settings, paths)
         milvus = MilvusVectors.open(manifest, paths, gallery["name"].tolist())
         for scope, expected in truth.items():
-            found = [milvus.search(composed[i:i + 1], 10, None, c)[1][0]
+            found = [milvus.search(composed[i:i + 1], 10, c)[1][0]
                      for i, c in enumerate(categories if scope == "category" else [[]] * queries)]
             same = np.mean([list(f) == list(t) for f, t in zip(found, expected, strict=True)])
             recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, expected, strict=True)])

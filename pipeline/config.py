@@ -242,7 +242,7 @@ class ComputeParams(_Section):
     UNTRACKED: ClassVar[frozenset[str]] = frozenset({"compile", "processes", "workers"})
 
     precision: Literal["fp32", "bf16"] = "fp32"
-    compile: bool | Literal["auto"] = "auto"  # auto: on a GPU, where the run is long enough to repay compiling
+    compile: bool = False  # true: torch.compile both encoders (a fixed cost that long GPU runs repay)
     processes: PositiveInt = 1
     workers: NonNegativeInt = 0
 

@@ -91,6 +91,45 @@ def test_every_python_dep_of_a_stage_is_run_by_it(stage: str):
     assert not stale, f"dvc.yaml: stage '{stage}' lists {stale} as deps but never runs them (a needless re-run)"
 
 
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_code_folder_a_stage_lists_is_run_whole(stage: str):
+    """A folder of code as a dep re-runs the stage on an edit to any file in it, so every file in it must run."""
+    code = code_run_by(REPO / "stages" / f"{stage}.py")
+    folders = [dep for dep in STAGES[stage]["deps"] if isinstance(dep, str) and dep.startswith(("pipeline/", "stages/"))
+               and (REPO / dep).is_dir()]
+    stale = sorted(_relative(path) for folder in folders for path in (REPO / folder).rglob("*.py")
+                   if _relative(path) not in code)
+    assert not stale, f"dvc.yaml: stage '{stage}' lists a folder whose {stale} it never runs (a needless re-run)"
+
+
+@pytest.mark.parametrize("stage", sorted(set(STAGES) - {"stage1", "stage2"}))
+def test_only_the_training_stages_depend_on_training_code(stage: str):
+    """An edit to the DDP or loss code must not re-run captioning (hours of an MLLM on a GPU) or the index."""
+    training = sorted(dep for dep in STAGES[stage]["deps"] if isinstance(dep, str)
+                      and dep.startswith("pipeline/training"))
+    assert not training, f"dvc.yaml: stage '{stage}' depends on training code {training}"
+
+
+def test_nothing_outside_training_imports_it():
+    """Layers: pipeline/training/ builds on the rest of pipeline/, never the other way round; only the two training
+    stages' scripts enter it."""
+    entries = {"stages/stage1.py", "stages/stage2.py"}
+    scripts = [*REPO.joinpath("pipeline").rglob("*.py"), *REPO.joinpath("stages").glob("*.py")]
+    offenders = sorted(_relative(path) for path in scripts
+                       if not _relative(path).startswith("pipeline/training/") and _relative(path) not in entries
+                       and any(name.startswith("pipeline.training") for name in _imported_modules(path)))
+    assert not offenders, f"{offenders} import pipeline.training; move what they need out of training/"
+
+
+def test_the_device_is_chosen_in_one_place():
+    """pipeline/device.py owns the device rule; everything else asks it (or takes a device from its caller)."""
+    offenders = sorted(_relative(path) for path in REPO.joinpath("pipeline").rglob("*.py")
+                       if _relative(path) != "pipeline/device.py"
+                       and ("DEVICE_VARIABLE" in path.read_text() or "FASHION_CIR_DEVICE" in path.read_text()
+                            or '"cuda" if torch.cuda.is_available()' in path.read_text()))
+    assert not offenders, f"{offenders} choose a device themselves; use pipeline.device.compute_device"
+
+
 def test_the_walk_follows_lazy_imports_through_packages():
     code = code_run_by(REPO / "stages" / "caption.py")
     assert {"pipeline/captioning/__init__.py", "pipeline/captioning/hf.py", "pipeline/data/fashioniq.py"} <= code

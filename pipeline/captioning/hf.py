@@ -20,8 +20,8 @@ from PIL import Image
 from pipeline.captioning.mllm import Decoding, Generation, MLLMCaptioner
 from pipeline.captioning.schema import prompt
 from pipeline.config import CaptionParams
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
-from pipeline.runtime import compute_device
 
 
 class TransformersCaptioner(MLLMCaptioner):

@@ -15,45 +15,38 @@ import os
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
+from pipeline.config import ComputeParams
+from pipeline.device import compute_device
 from pipeline.errors import PipelineError
+from pipeline.runtime import Runtime, World
 
 
-@dataclass(frozen=True)
-class World:
-    """This process's place among the torchrun processes (rank 0 of 1 when not distributed)."""
+def slice_size(world: World, batch_size: int) -> int:
+    return math.ceil(batch_size / world.size)
 
-    rank: int = 0
-    size: int = 1
 
-    @property
-    def is_main(self) -> bool:
-        """The rank that validates, logs and writes outputs."""
-        return self.rank == 0
+def shard(world: World, batch: np.ndarray) -> np.ndarray:
+    """This rank's contiguous slice of a global batch, padded (repeating the batch's last row) to the common size
+    all_gather needs; `gather` drops the padding again."""
+    size = slice_size(world, len(batch))
+    part = batch[world.rank * size:(world.rank + 1) * size]
+    return np.concatenate([part, np.repeat(batch[-1:], size - len(part))])
 
-    def slice_size(self, batch_size: int) -> int:
-        return math.ceil(batch_size / self.size)
 
-    def shard(self, batch: np.ndarray) -> np.ndarray:
-        """This rank's contiguous slice of a global batch, padded (repeating the batch's last row) to the common
-        size all_gather needs; `gather` drops the padding again."""
-        size = self.slice_size(len(batch))
-        part = batch[self.rank * size:(self.rank + 1) * size]
-        return np.concatenate([part, np.repeat(batch[-1:], size - len(part))])
-
-    def gather(self, local: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """The global batch's rows in order, from every rank's `shard`; gradients flow back to each rank's slice."""
-        if self.size == 1:
-            return local[:batch_size]
-        with warnings.catch_warnings():  # deprecated for a private API in torch 2.14; open_clip still uses it
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.cat(dist_fn.all_gather(local))[:batch_size]
+def gather(world: World, local: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The global batch's rows in order, from every rank's `shard`; gradients flow back to each rank's slice."""
+    if world.size == 1:
+        return local[:batch_size]
+    with warnings.catch_warnings():  # deprecated for a private API in torch 2.14; open_clip still uses it
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(dist_fn.all_gather(local))[:batch_size]
 
 
 def init_world(device: torch.device) -> World:
@@ -92,3 +85,20 @@ def launch(processes: int, module: str) -> bool:
 def close_world() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_distributed(compute: ComputeParams, module: str, body: Callable[[Runtime], None]) -> None:
+    """Run a training stage's `body`: in this process, or under torchrun when compute.processes > 1 (this process
+    then only waits for torchrun's, which come back here with the process group to join)."""
+    device = compute_device()
+    if device.type == "cuda" and compute.processes > torch.cuda.device_count():
+        raise PipelineError(f"compute.processes = {compute.processes} asks for one process per GPU, but this machine "
+                            f"has {torch.cuda.device_count()}; use at most that many.")
+    if launch(compute.processes, module):
+        return
+    device = process_device(device)
+    runtime = Runtime.start(compute, device, init_world(device))
+    try:
+        body(runtime)
+    finally:
+        close_world()

@@ -5,15 +5,13 @@ after each epoch); the loop owns everything else, so the two stages cannot drift
 On a GPU the hot loop never waits for the host: the loss stays on the device until the epoch ends, the optimizer
 is fused, the forward pass runs under the runtime's autocast (the text tower reads back one number per batch, its
 longest caption's length: pipeline/models/retrieval.py). Under torchrun every rank runs this loop on the same
-global batches; only the main rank logs and validates. Under `compute.compile: auto` on CUDA the loop times a few
-eager steps once, and compiles the encoders when the steps left repay it (Runtime.compile_repays).
+global batches; only the main rank logs and validates.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,10 +23,8 @@ from tqdm import tqdm
 
 from dvclive import Live
 from pipeline.config import TrainParams
-from pipeline.runtime import Runtime, compile_encoders
+from pipeline.runtime import Runtime
 from pipeline.training.resume import EpochCheckpoint
-
-PROBE = (2, 7)  # under compute.compile auto: the eager steps timed, between these steps of an epoch (after warm-up)
 
 
 def epoch_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -79,40 +75,6 @@ def open_live(directory: str | Path) -> Live:
     return Live(str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
 
 
-class AutoCompile:
-    """`compute.compile: auto` in a training loop: times the eager steps between steps PROBE[0] and PROBE[1] of an
-    epoch (two host syncs, once per run; validation falls between epochs, never inside the window) and compiles
-    the encoders of `modules` in place when the steps left repay it. Under torchrun the main rank decides for
-    all, so every rank runs the same code."""
-
-    def __init__(self, runtime: Runtime, modules: list[nn.Module]):
-        self.runtime, self.modules = runtime, modules
-        self.active = runtime.compile == "auto" and runtime.device.type == "cuda"
-        self.started = 0.0
-
-    def after_step(self, step: int, steps_left: int) -> None:
-        """Called after step `step` (from 1) of an epoch, with the steps left in the run."""
-        if not self.active or step not in PROBE:
-            return
-        torch.cuda.synchronize(self.runtime.device)
-        if step == PROBE[0]:
-            self.started = time.perf_counter()
-            return
-        self.active = False
-        per_step = (time.perf_counter() - self.started) / (PROBE[1] - PROBE[0])
-        compiles = self.runtime.compile_repays(steps_left, per_step)
-        if self.runtime.world.size > 1:
-            decision = torch.tensor([float(compiles)], device=self.runtime.device)
-            torch.distributed.broadcast(decision, src=0)
-            compiles = bool(decision.item())
-        if self.runtime.world.is_main:
-            print(f"compute.compile auto: {per_step * 1000:.0f} ms per eager step, {steps_left} steps left: "
-                  f"{'compiling the encoders' if compiles else 'staying eager'}", file=sys.stderr, flush=True)
-        if compiles:
-            for module in self.modules:
-                compile_encoders(module)
-
-
 def train(
     groups: list[ParameterGroup],
     batch_loss: BatchLoss,
@@ -129,10 +91,10 @@ def train(
 ) -> None:
     """Train `groups` for params.epochs over `n_examples` examples; `batch_loss(indices, rng, epoch)` computes one
     step's loss. Every group follows the same warm-up and cosine schedule, scaled to its own peak lr. `live` is None
-    on the ranks that do not log. `modules` are the RetrievalModels trained (train/eval mode, compiled under
-    auto). With a `checkpoint`, every finished epoch is saved there with `stateful` (objects with state_dict and
-    load_state_dict: the model, anything else an epoch changes), and a run that finds one continues after its
-    epoch exactly as if it had never stopped (pipeline/training/resume.py)."""
+    on the ranks that do not log. `modules` are the RetrievalModels trained (train/eval mode). With a `checkpoint`,
+    every finished epoch is saved there with `stateful` (objects with state_dict and load_state_dict: the model,
+    anything else an epoch changes), and a run that finds one continues after its epoch exactly as if it had never
+    stopped (pipeline/training/resume.py)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if live is not None:
@@ -141,7 +103,7 @@ def train(
     parameters = [p for group, _ in groups for p in group]
     total = params.epochs * steps_per_epoch(n_examples, params.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total, params.warmup_fraction))
-    auto_compile, done = AutoCompile(runtime, modules), 0
+    done = 0
     stateful, history, first = stateful or {}, [], 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -160,7 +122,7 @@ def train(
         progress = tqdm(epoch_batches(n_examples, params.batch_size, rng), desc=f"{desc} epoch {epoch + 1}",
                         total=steps_per_epoch(n_examples, params.batch_size), unit="step", mininterval=2,
                         disable=not runtime.world.is_main)
-        for step, batch in enumerate(progress, start=1):
+        for batch in progress:
             with runtime.autocast():
                 loss = batch_loss(batch, rng, epoch)
             optimizer.zero_grad(set_to_none=True)
@@ -170,7 +132,6 @@ def train(
             schedule.step()
             losses.append(loss.detach())
             done += 1
-            auto_compile.after_step(step, total - done)
         if live is not None:
             metrics = {"train/loss": float(torch.stack(losses).mean()), "train/lr": schedule.get_last_lr()[0]}
             if validate is not None:

@@ -1,7 +1,7 @@
 """What a training run cost: wall time and peak memory, written beside the model as the stage's report.
 
 Reports are not DVC metrics: their numbers differ between any two runs, and metrics stay deterministic (the same
-params give the same metrics on CPU). `benchmarks/backbones.py` reads them for its table; a person reads them to size
+params give the same metrics on CPU). `experiments/backbones.py` reads them for its table; a person reads them to size
 a GPU. Peak memory is CUDA memory allocated by torch on a GPU, and the process's peak resident set on the CPU.
 """
 

@@ -24,7 +24,8 @@ from pipeline.models.preprocessing import preprocessing
 from pipeline.models.retrieval import RetrievalModel
 from pipeline.models.vision_tower import MLLMVisionTower
 from pipeline.paths import Paths
-from pipeline.runtime import Runtime, run_distributed
+from pipeline.runtime import Runtime
+from pipeline.training.distributed import gather, run_distributed, shard
 from pipeline.training.loop import BatchLoss, ParameterGroup, open_live, train
 from pipeline.training.losses import clip_loss
 from pipeline.training.report import reported
@@ -120,10 +121,10 @@ def caption_alignment_loss(encoder: torch.nn.Module, pixels: Pixels, tokens: tor
     world, device = runtime.world, runtime.device
 
     def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
-        local = world.shard(batch)
+        local = shard(world, batch)
         image, text = encoder(pixels[local], tokens[torch.from_numpy(local).to(device)])
         ids = caption_id[torch.from_numpy(batch).to(device)]
-        return clip_loss(world.gather(image, len(batch)), world.gather(text, len(batch)), temperature,
+        return clip_loss(gather(world, image, len(batch)), gather(world, text, len(batch)), temperature,
                          same_text=ids[:, None] == ids[None, :])
 
     return batch_loss

@@ -27,7 +27,8 @@ from pipeline.models.retrieval import RetrievalModel
 from pipeline.negatives.false_negatives import answer_groups
 from pipeline.negatives.mine import MiningGallery, mine_negatives
 from pipeline.paths import Paths
-from pipeline.runtime import Runtime, run_distributed
+from pipeline.runtime import Runtime
+from pipeline.training.distributed import gather, run_distributed, shard
 from pipeline.training.loop import BatchLoss, open_live, train
 from pipeline.training.losses import composed_retrieval_loss
 from pipeline.training.report import reported
@@ -149,9 +150,9 @@ def composed_query_loss(encoder: torch.nn.Module, model: RetrievalModel, tokens:
     def batch_loss(batch: np.ndarray, rng: np.random.Generator, epoch: int) -> torch.Tensor:
         form = [int(rng.integers(4)) for _ in batch]  # one draw per example, in order (the seed's stream)
         chosen = variants[batch, form]
-        _, text = encoder(tokens=tokens[torch.from_numpy(world.shard(chosen)).to(device)])
+        _, text = encoder(tokens=tokens[torch.from_numpy(shard(world, chosen)).to(device)])
         index = torch.from_numpy(batch).to(device)
-        query = model.compose(bank.features[bank.reference[index]], world.gather(text, len(batch)))
+        query = model.compose(bank.features[bank.reference[index]], gather(world, text, len(batch)))
         n = len(bank.features)
         static = torch.from_numpy(rng.choice(n, size=min(params.static_negatives, n), replace=False)).to(device)
         mined = hard.for_epoch(epoch)[index]
